@@ -1,0 +1,161 @@
+"""Compiler: a recipe's tasks become one mixed, seeded, resumable stream of Episodes for the GRPO trainer.
+
+Stopping rule: the stream holds exactly `recipe.stream_length` (= grpo.steps x grpo.prompts_per_step) episodes.
+Task i gets round(weight_i / sum(weights) x length) of them (largest remainder, so counts add up exactly), spread
+evenly over the stream with a seeded phase. A task with fewer rows than its share cycles: its first pass follows
+the source order (shuffle there if wanted), later passes are reshuffled with the seed. `episode(position)` is a pure
+function of (recipe, position), so a resumed run continues the same order with nothing skipped or repeated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from urpo_kit.config.loader import load_task, locate_render_error, origin_of
+from urpo_kit.config.schema import Recipe, TaskSpec
+from urpo_kit.errors import ConfigError, SourceError
+from urpo_kit.recast import Episode, RenderError, TaskRenderer, stable_seed
+from urpo_kit.sources import LoadedRows, SkippedRow, load_rows
+
+
+@dataclass
+class PreparedTask:
+    """A validated task with its rows loaded and its templates compiled; rows that fail to render are dropped."""
+
+    spec: TaskSpec
+    renderer: TaskRenderer
+    rows: LoadedRows
+    weight: float = 1.0
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def prepare_task(path: Path | str, overrides: Sequence[str] = (), *, allow_code: bool = False,
+                 weight: float = 1.0, limit: int | None = None) -> PreparedTask:
+    """Load and validate a task file, read its rows and keep only rows that render (counted like malformed rows)."""
+    spec = load_task(path, overrides)
+    if limit is not None:
+        spec.source.limit = min(limit, spec.source.limit or limit)
+    return prepare_spec(spec, allow_code=allow_code, weight=weight)
+
+
+def prepare_spec(spec: TaskSpec, *, allow_code: bool = False, weight: float = 1.0) -> PreparedTask:
+    origin = origin_of(spec)
+    base_dir = origin.parent if origin else None
+    try:
+        renderer = TaskRenderer(spec, base_dir)
+    except RenderError as e:
+        raise ConfigError(locate_render_error(spec, e)) from None
+    loaded = load_rows(spec.source, base_dir=base_dir, allow_code=allow_code, origin=str(origin) if origin else None)
+    kept_rows, kept_numbers, first_error = [], [], None
+    for row, number in zip(loaded.rows, loaded.row_numbers):
+        try:
+            renderer.episode(row, row_number=number)
+        except RenderError as e:
+            first_error = first_error or e
+            loaded.skipped.append(SkippedRow(number, str(e)))
+            continue
+        kept_rows.append(row)
+        kept_numbers.append(number)
+    if first_error is not None and (
+        not kept_rows or len(loaded.skipped) > spec.source.max_error_fraction * max(loaded.total_seen, 1)
+    ):
+        problem = locate_render_error(spec, first_error)
+        summary = f" [{len(loaded.skipped)} of {loaded.total_seen} rows fail]"
+        raise ConfigError(dataclasses.replace(problem, message=problem.message + summary))
+    loaded.rows, loaded.row_numbers = kept_rows, kept_numbers
+    if not kept_rows:
+        raise SourceError(f"{origin or spec.name}: source {loaded.description} gave no usable rows")
+    return PreparedTask(spec, renderer, loaded, weight)
+
+
+def prepare_recipe_tasks(recipe: Recipe) -> list[PreparedTask]:
+    return [
+        prepare_task(ref.task, override_strings(ref.overrides), allow_code=recipe.allow_code, weight=ref.weight)
+        for ref in recipe.tasks
+    ]
+
+
+def override_strings(overrides: dict[str, object]) -> list[str]:
+    """A recipe's per-task override mapping as `key.path=value` strings (JSON is YAML, so values round-trip)."""
+    return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+
+
+def allocate(weights: Sequence[float], length: int) -> list[int]:
+    """Largest-remainder allocation: counts proportional to weights that add up to exactly `length`."""
+    total = sum(weights)
+    raw = [w / total * length for w in weights]
+    counts = [math.floor(r) for r in raw]
+    by_remainder = sorted(range(len(raw)), key=lambda i: (counts[i] - raw[i], i))
+    for i in by_remainder[: length - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+class MixedStream:
+    """The mixed URPO data stream; see the module docstring for the stopping rule and resume guarantee."""
+
+    def __init__(self, tasks: Sequence[PreparedTask], length: int, seed: int = 0):
+        if length < 1:
+            raise ValueError("stream length must be positive")
+        self.tasks, self.length, self.seed = list(tasks), length, seed
+        self.counts = allocate([t.weight for t in self.tasks], length)
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, tasks: Sequence[PreparedTask] | None = None) -> "MixedStream":
+        return cls(tasks if tasks is not None else prepare_recipe_tasks(recipe), recipe.stream_length, recipe.seed)
+
+    @cached_property
+    def schedule(self) -> list[tuple[int, int]]:
+        """(task index, k-th occurrence of that task) for every position, tasks spread evenly with a seeded phase."""
+        rng = random.Random(stable_seed(self.seed, "schedule"))
+        slots = []
+        for ti, count in enumerate(self.counts):
+            phase = rng.random()
+            slots += [((k + phase) / count, rng.random(), ti, k) for k in range(count)]
+        slots.sort()
+        return [(ti, k) for _, _, ti, k in slots]
+
+    def _row_index(self, ti: int, k: int) -> int:
+        n = len(self.tasks[ti].rows.rows)
+        epoch, offset = divmod(k, n)
+        if epoch == 0:
+            return offset
+        order = list(range(n))
+        random.Random(stable_seed(self.seed, self.tasks[ti].name, "epoch", epoch)).shuffle(order)
+        return order[offset]
+
+    def episode(self, position: int) -> Episode:
+        if not 0 <= position < self.length:
+            raise IndexError(f"position {position} outside the stream (0..{self.length - 1})")
+        ti, k = self.schedule[position]
+        task = self.tasks[ti]
+        idx = self._row_index(ti, k)
+        ep = task.renderer.episode(task.rows.rows[idx], row_number=task.rows.row_numbers[idx], seed=self.seed,
+                                   position=position)
+        ep.meta["epoch"] = k // len(task.rows.rows)
+        return ep
+
+    def episodes(self, start: int = 0, stop: int | None = None) -> Iterator[Episode]:
+        for position in range(start, self.length if stop is None else min(stop, self.length)):
+            yield self.episode(position)
+
+    def realised_counts(self, start: int = 0, stop: int | None = None) -> dict[str, int]:
+        """Episodes per task in [start, stop): the figure logged at compile time and checked in tests."""
+        out = {t.name: 0 for t in self.tasks}
+        for ti, _ in self.schedule[start:stop]:
+            out[self.tasks[ti].name] += 1
+        return out
+
+    def epochs(self) -> dict[str, float]:
+        """Passes over each task's rows that the stream makes (above 1 means the task cycles)."""
+        return {t.name: c / len(t.rows.rows) for t, c in zip(self.tasks, self.counts)}

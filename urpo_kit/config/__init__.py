@@ -1,0 +1,27 @@
+"""Task, recipe and eval-suite configuration: pydantic models and the located-error YAML loader."""
+
+from urpo_kit.config.loader import (
+    Mark,
+    PositionMap,
+    load_model,
+    load_recipe,
+    load_task,
+    load_yaml,
+    load_yaml_documents,
+    locate_render_error,
+    origin_of,
+    position_of,
+)
+
+__all__ = [
+    "Mark",
+    "PositionMap",
+    "load_model",
+    "load_recipe",
+    "load_task",
+    "load_yaml",
+    "load_yaml_documents",
+    "locate_render_error",
+    "origin_of",
+    "position_of",
+]

@@ -1,0 +1,278 @@
+"""Pydantic models: the single source of truth for task, recipe and eval-suite files.
+
+Every model forbids unknown keys so that a misspelt key is an error, not a silently ignored setting.
+Paths stay as written here; the loader resolves them against the YAML file's folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TemplatePath:
+    """Field marker: a template file the renderer looks up (YAML folder, then templates/); the loader resolves it
+    against the YAML's folder only when the file exists there."""
+
+    def __repr__(self) -> str:
+        return "TemplatePath()"
+
+
+class OutputPath:
+    """Field marker: a folder the run writes to; stays relative to the working directory, like every CLI's output."""
+
+    def __repr__(self) -> str:
+        return "OutputPath()"
+
+
+# --------------------------------------------------------------------------------------------- sources
+class Source(Strict):
+    """Where rows come from: exactly one of `hf`, `path` or `generator`."""
+
+    hf: str | None = Field(None, description="Hugging Face dataset id, e.g. openai/gsm8k")
+    config: str | None = Field(None, description="dataset configuration name (hf only)")
+    split: str = Field("train", description="split to read (hf, and local files loaded through datasets)")
+    data_files: str | list[str] | dict[str, str | list[str]] | None = Field(
+        None, description="data_files passed to datasets.load_dataset (hf only)"
+    )
+    revision: str | None = Field(None, description="dataset revision (hf only)")
+    path: Path | None = Field(None, description="local jsonl/json/csv/parquet file (optionally .gz), relative to the YAML")
+    format: Literal["jsonl", "json", "csv", "parquet"] | None = Field(
+        None, description="file format; inferred from the suffix when omitted"
+    )
+    generator: str | None = Field(None, description="built-in generator name (see `urpo-kit tasks --generators`)")
+    n: int = Field(1000, ge=1, description="rows a generator yields")
+    params: dict[str, Any] = Field(default_factory=dict, description="extra generator arguments")
+    seed: int = Field(0, description="seed for the generator and for `shuffle`")
+    shuffle: bool = Field(False, description="shuffle rows with `seed` before `limit` is applied")
+    skip: int = Field(0, ge=0, description="drop the first rows (after shuffling): carve a held-out split")
+    limit: int | None = Field(None, ge=1, description="keep at most this many rows (after shuffle and skip)")
+    max_error_fraction: float = Field(
+        0.05, ge=0.0, le=1.0, description="malformed rows are skipped and counted; the load fails above this share"
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "Source":
+        given = [k for k in ("hf", "path", "generator") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of `hf`, `path` or `generator`" + (f" (got {', '.join(given)})" if given else "")
+            )
+        if self.hf is None and (self.config or self.data_files or self.revision):
+            raise ValueError("`config`, `data_files` and `revision` apply to `hf` sources only")
+        return self
+
+
+# --------------------------------------------------------------------------------------------- prompts
+class Prompt(Strict):
+    """A chat prompt: optional system message plus a user message, inline Jinja2 or a template file."""
+
+    system: str | None = Field(None, description="system message (Jinja2)")
+    prompt: str | None = Field(None, description="user message, inline Jinja2")
+    template: Annotated[Path | None, TemplatePath()] = Field(
+        None, description="user message from a .j2 file (templates/ folder or the YAML's)"
+    )
+
+    @model_validator(mode="after")
+    def _one_body(self) -> "Prompt":
+        if (self.prompt is None) == (self.template is None):
+            raise ValueError("give exactly one of `prompt` (inline) or `template` (file)")
+        return self
+
+
+class RefereePrompt(Strict):
+    """How candidates are shown to the referee: a template that receives `prompt`, `candidates`, `labels`, `n`."""
+
+    system: str | None = Field(None, description="system message (Jinja2)")
+    template: Annotated[Path | None, TemplatePath()] = Field(
+        None, description="referee template file; default by mode: referee/rank.j2 (listwise), pair.j2, score.j2"
+    )
+    labels: Literal["numbers", "letters"] = Field("numbers", description="candidate labels: [1] [2] ... or [A] [B] ...")
+    shuffle: bool = Field(True, description="show candidates in a seeded shuffled order (the permutation is kept)")
+
+
+# --------------------------------------------------------------------------------------------- rewards
+class LengthPenalty(Strict):
+    """Linear penalty for completions longer than `max_tokens`, reaching `-weight` at `2 * max_tokens`."""
+
+    max_tokens: int = Field(..., ge=1)
+    weight: float = Field(0.1, ge=0.0)
+
+
+class RewardSpec(Strict):
+    """Weighted sum of reward components: correctness (verifier or ranking score), format, length."""
+
+    correct: float = Field(1.0, description="weight of the correctness term (1/0 or a ranking score in [0, 1])")
+    format: float = Field(0.0, description="weight of the format term (answer extracted / ranking parsed)")
+    length: LengthPenalty | None = Field(None, description="optional length penalty")
+
+
+class Answer(Strict):
+    """How the gold answer is rendered, how the model's answer is extracted, and how the two are compared."""
+
+    gold: str = Field(..., description="Jinja2 template rendering the gold answer from the row")
+    extract: str = Field("boxed", description="boxed | last_number | tag:NAME | regex:PATTERN | full")
+    verifier: str = Field("exact", description="exact | numeric | math | choice | regex | pkg.mod:fn (needs allow-code)")
+    verifier_args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the verifier")
+
+
+class Sampling(Strict):
+    """Sampling settings for one role; unset fields fall back to the recipe's role defaults."""
+
+    temperature: float | None = Field(None, ge=0.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    max_new_tokens: int | None = Field(None, ge=1)
+
+
+class SelfReferee(RefereePrompt):
+    """The current model judging its own G answers to an open-ended prompt."""
+
+    mode: Literal["listwise", "pairwise", "pointwise"] = Field("listwise")
+    samples: int = Field(1, ge=1, description="referee samples averaged per group")
+    debias: Literal["none", "shuffle", "both_orders"] = Field("shuffle")
+    sampling: Sampling = Field(default_factory=Sampling)
+    train_judgments: bool = Field(False, description="also train on the self-referee's judgments (off in the paper)")
+
+
+# --------------------------------------------------------------------------------------------- tasks
+class TaskBase(Strict):
+    _origin: Path | None = PrivateAttr(None)  # the YAML file this task was loaded from (set by the loader)
+    _positions: Any = PrivateAttr(None)  # loader.PositionMap: where each field was written, for located errors
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", description="task name (metrics key)")
+    description: str | None = None
+    source: Source
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="template variables as Jinja2 expressions over the raw row (a column name is one); raw columns stay visible",
+    )
+    reward: RewardSpec = Field(default_factory=RewardSpec)
+
+
+class VerifiableTask(TaskBase):
+    """Player task with a ground-truth answer checked by a verifier."""
+
+    kind: Literal["verifiable"]
+    player: Prompt
+    answer: Answer
+
+
+class PreferenceTask(TaskBase):
+    """Referee task: rank candidates whose gold order is known (best first)."""
+
+    kind: Literal["preference"]
+    prompt: str = Field("{{ prompt }}", description="Jinja2: the question the candidates answer")
+    candidates: str = Field("ranked", description="Jinja2 expression giving the candidate list, best first")
+    referee: RefereePrompt = Field(default_factory=RefereePrompt)
+    score: Literal["exact", "top1", "kendall", "pairwise"] = Field("exact")
+    min_candidates: int = Field(2, ge=2)
+    max_candidates: int = Field(8, ge=2)
+
+
+class OpenEndedTask(TaskBase):
+    """Player task with no reference: the current model ranks its own G answers."""
+
+    kind: Literal["open_ended"]
+    player: Prompt
+    self_referee: SelfReferee = Field(default_factory=SelfReferee)
+
+
+TaskSpec = Annotated[Union[VerifiableTask, PreferenceTask, OpenEndedTask], Field(discriminator="kind")]
+
+
+class TaskFile(Strict):
+    """Wrapper so that one TypeAdapter validates any kind of task with field paths that start at the root."""
+
+    task: TaskSpec
+
+
+# --------------------------------------------------------------------------------------------- recipe
+class Lora(Strict):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, le=1.0)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class ModelSpec(Strict):
+    name: str = Field("bundled:smollm2-135m-instruct", description="hub id, local folder, or bundled:NAME")
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    lora: Lora | None = None
+    gradient_checkpointing: bool = False
+    trust_remote_code: bool = False
+
+
+class TaskRef(Strict):
+    task: Path = Field(..., description="task YAML, relative to the recipe")
+    weight: float = Field(1.0, gt=0.0, description="share of the mixed stream (weights are normalised)")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="key.path: value overrides for this task")
+
+
+class Grpo(Strict):
+    group_size: int = Field(4, ge=2, description="G rollouts per prompt")
+    steps: int = Field(30, ge=1, description="optimizer steps; the stream holds steps * prompts_per_step episodes")
+    prompts_per_step: int = Field(8, ge=1)
+    lr: float = Field(1e-5, gt=0.0)
+    beta: float = Field(0.0, ge=0.0, description="KL coefficient (0: no reference model)")
+    epsilon: float = Field(0.2, gt=0.0)
+    num_iterations: int = Field(1, ge=1)
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "dapo"
+    max_grad_norm: float = 1.0
+    warmup_steps: int = 0
+    gradient_accumulation_steps: int = 1
+    per_device_batch_size: int | None = Field(None, description="completions per device per micro-batch (default: all)")
+    logging_steps: int = 1
+    save_steps: int = Field(10, ge=1)
+    save_total_limit: int | None = 3
+
+
+class RoleSampling(Strict):
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(128, ge=1)
+
+
+class Roles(Strict):
+    player: RoleSampling = Field(default_factory=RoleSampling)
+    referee: RoleSampling = Field(default_factory=lambda: RoleSampling(temperature=0.7, max_new_tokens=64))
+
+
+class Generation(Strict):
+    backend: Literal["hf", "vllm_server", "vllm_colocate"] = "hf"
+    vllm_server_url: str | None = None
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0)
+    vllm_tensor_parallel_size: int = 1
+
+
+class RecipeEval(Strict):
+    every: int = Field(10, ge=0, description="held-out evaluation every N steps (0: never); also at step 0 and the end")
+    suites: list[Path] = Field(default_factory=list, description="eval suite YAMLs, relative to the recipe")
+
+
+class Recipe(Strict):
+    _origin: Path | None = PrivateAttr(None)  # the YAML file this recipe was loaded from (set by the loader)
+    _positions: Any = PrivateAttr(None)  # loader.PositionMap
+
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    tasks: list[TaskRef] = Field(..., min_length=1)
+    grpo: Grpo = Field(default_factory=Grpo)
+    roles: Roles = Field(default_factory=Roles)
+    generation: Generation = Field(default_factory=Generation)
+    eval: RecipeEval = Field(default_factory=RecipeEval)
+    seed: int = 0
+    output_dir: Annotated[Path, OutputPath()] = Path("runs/default")
+    allow_code: bool = Field(False, description="allow dotted-path `pkg.mod:fn` verifiers and generators")
+    accelerate_config: Path | None = Field(None, description="accelerate config used by the launch command (documentation)")
+
+    @property
+    def stream_length(self) -> int:
+        """Stopping rule: the stream holds exactly steps x prompts_per_step episodes; tasks cycle when exhausted."""
+        return self.grpo.steps * self.grpo.prompts_per_step

@@ -1,0 +1,37 @@
+"""Rewards without a model: answer extraction, verifiers, referee-output parsing, ranking scores, aggregation."""
+
+from urpo_kit.rewards.aggregate import combine, length_penalty
+from urpo_kit.rewards.extract import EXTRACT_METHODS, check_extract, extract_answer
+from urpo_kit.rewards.ranking import (
+    SCORE_METHODS,
+    average_rank_rewards,
+    parse_choice,
+    parse_ranking,
+    parse_score,
+    rank_to_rewards,
+    score_ranking,
+)
+from urpo_kit.rewards.registry import is_dotted_path, resolve_callable
+from urpo_kit.rewards.verifiers import VERIFIERS, Verifier, choice_letter, get_verifier, parse_number
+
+__all__ = [
+    "EXTRACT_METHODS",
+    "SCORE_METHODS",
+    "VERIFIERS",
+    "Verifier",
+    "average_rank_rewards",
+    "check_extract",
+    "choice_letter",
+    "combine",
+    "extract_answer",
+    "get_verifier",
+    "is_dotted_path",
+    "length_penalty",
+    "parse_choice",
+    "parse_number",
+    "parse_ranking",
+    "parse_score",
+    "rank_to_rewards",
+    "resolve_callable",
+    "score_ranking",
+]

@@ -1,0 +1,105 @@
+"""Answer extraction: pull the final answer out of a player's free-form completion.
+
+Models reason first and answer last, so every method takes the *last* occurrence. An empty extraction is `None`:
+"no answer given" must not earn the format reward.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+EXTRACT_METHODS = ("boxed", "last_number", "tag:NAME", "regex:PATTERN", "full")
+
+_BOX_START = re.compile(r"\\(?:boxed|fbox)\s*\{")
+# A number as written in prose: optional sign and currency, thousands groups, decimals, an optional `/denominator`.
+_NUMBER = re.compile(
+    r"(?<![\w.])(?P<sign>[-−]?)\\?\$?\s?"
+    r"(?P<num>(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)"
+    r"(?:\s?/\s?(?P<den>\d+))?(?![\d])"
+)
+_TAG_NAME = re.compile(r"[A-Za-z_][\w.\-]*")
+
+
+def check_extract(how: str) -> None:
+    """Validate an extraction spec at config time, so a typo fails before training rather than scoring 0 forever."""
+    if how in ("boxed", "last_number", "full"):
+        return
+    if how.startswith("tag:"):
+        if not _TAG_NAME.fullmatch(how[4:]):
+            raise ValueError(f"`{how}`: tag name must look like an XML name, e.g. `tag:answer`")
+        return
+    if how.startswith("regex:"):
+        if not how[6:]:
+            raise ValueError("`regex:` needs a pattern, e.g. `regex:Answer: (\\S+)`")
+        try:
+            _compile(how[6:])
+        except re.error as e:
+            raise ValueError(f"`{how}`: invalid regular expression: {e}") from None
+        return
+    raise ValueError(f"unknown extract method `{how}`; valid: {', '.join(EXTRACT_METHODS)}")
+
+
+def extract_answer(text: str, how: str) -> str | None:
+    """The answer in `text` according to `how` (see `EXTRACT_METHODS`), stripped; `None` when there is none."""
+    check_extract(how)
+    if how == "boxed":
+        found = last_boxed(text)
+    elif how == "last_number":
+        found = last_number(text)
+    elif how == "full":
+        found = text
+    elif how.startswith("tag:"):
+        name = re.escape(how[4:])
+        matches = re.findall(rf"<{name}\s*>(.*?)</{name}\s*>", text, flags=re.DOTALL | re.IGNORECASE)
+        found = matches[-1] if matches else None
+    else:
+        found = _last_regex(text, how[6:])
+    if found is None:
+        return None
+    return found.strip() or None
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last *closed* `\\boxed{...}` / `\\fbox{...}`; a truncated last box falls back to the one before."""
+    for start in reversed([m.end() for m in _BOX_START.finditer(text)]):
+        depth, i = 1, start
+        while i < len(text):
+            c = text[i]
+            if c == "\\":  # `\{` and `\}` are literal braces, not grouping
+                i += 2
+                continue
+            if c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+                if depth == 0:
+                    return text[start:i]
+            i += 1
+    return None
+
+
+def last_number(text: str) -> str | None:
+    """The last number in `text`, normalised: `$1,234.50` gives `1234.50`, `−3` gives `-3`, `3 / 4` gives `3/4`."""
+    matches = list(_NUMBER.finditer(text))
+    if not matches:
+        return None
+    m = matches[-1]
+    out = ("-" if m["sign"] else "") + m["num"].replace(",", "")
+    return out + f"/{m['den']}" if m["den"] else out
+
+
+@lru_cache(maxsize=256)
+def _compile(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _last_regex(text: str, pattern: str) -> str | None:
+    """First capture group of the last match (the whole match when the pattern has no group or it did not take part)."""
+    matches = list(_compile(pattern).finditer(text))
+    if not matches:
+        return None
+    m = matches[-1]
+    if m.re.groups and m.group(1) is not None:
+        return m.group(1)
+    return m.group(0)
