@@ -28,7 +28,7 @@ from urpo_kit.rewards import (
 
 
 def half_credit(predicted: str, gold: str) -> float:
-    """A user verifier reached through `tests.test_rewards:half_credit`."""
+    """A user verifier, reached by dotted path through this module's own import name."""
     return 0.5 if predicted == gold else 0.0
 
 
@@ -57,6 +57,8 @@ def bad_verifier(predicted: str, gold: str) -> float:
         ("no digits here", "last_number", None),
         ("<answer>a</answer> then <answer> b </answer>", "tag:answer", "b"),
         ("<answer>unclosed", "tag:answer", None),
+        ("<Answer>1</answer> <answer>2</answer> stray </answer>", "tag:answer", "2"),
+        ("<a>1</a> and a truncated <a>2", "tag:a", "1"),
         ("Answer: 12 ... Answer: 13", r"regex:Answer: (\d+)", "13"),
         ("x=1; x=2", r"regex:x=\d", "x=2"),
         ("  hi there \n", "full", "hi there"),
@@ -211,11 +213,11 @@ def test_unknown_verifier_suggests() -> None:
 
 def test_dotted_path_needs_allow_code() -> None:
     with pytest.raises(CodeNotAllowed, match=r"--allow-code.*allow_code: true"):
-        get_verifier("tests.test_rewards:half_credit")
-    fn = get_verifier("tests.test_rewards:half_credit", allow_code=True)
+        get_verifier(f"{__name__}:half_credit")
+    fn = get_verifier(f"{__name__}:half_credit", allow_code=True)
     assert fn("x", "x") == 0.5 and fn("x", "y") == 0.0
     with pytest.raises(ValueError, match="expected a bool or a float"):
-        get_verifier("tests.test_rewards:bad_verifier", allow_code=True)("x", "x")
+        get_verifier(f"{__name__}:bad_verifier", allow_code=True)("x", "x")
 
 
 def test_dotted_path_bool_result_is_float() -> None:
@@ -262,9 +264,12 @@ N3 = ("1", "2", "3")
         ("**Ranking:** **[3] > [1] > [2]**", [2, 0, 1]),
         ("Response 3 > Response 1 > Response 2", [2, 0, 1]),
         ("2 → 3 → 1", [1, 2, 0]),
+        ("Ranking: [3] [1] [2]", [2, 0, 1]),
+        ("[3][1][2]", [2, 0, 1]),
         ("[2] > [1]", [1, 0, 2]),  # N-1 labels: the missing one is last
         (
-            "Response 1 makes 3 errors in 2 steps, so 1 is weak; response 3 scores 4.5.\nFinal ranking: [3] > [2] > [1]",
+            "Response 1 makes 3 errors in 2 steps, so 1 is weak; response 3 scores 4.5.\n"
+            "Final ranking: [3] > [2] > [1]",
             [2, 1, 0],
         ),
         ("Let me compare: 1 > 2 at first glance, but on reflection\n[3] > [2] > [1]", [2, 1, 0]),
@@ -330,7 +335,7 @@ def test_parse_score_range() -> None:
     assert parse_score("Score: 4", lo=0, hi=1) is None
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     text=st.text(alphabet=st.sampled_from(list("0123456789ABCabc[]()<>,;:. \n*-→Rankingfl")), max_size=80)
     | st.text(max_size=80),
@@ -341,6 +346,31 @@ def test_parse_ranking_total(text: str, n: int, letters: bool) -> None:
     labels = [chr(ord("A") + i) for i in range(n)] if letters else [str(i + 1) for i in range(n)]
     out = parse_ranking(text, labels)
     assert out is None or sorted(out) == list(range(n))
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=st.text(max_size=60), gold=st.text(max_size=20))
+def test_parsers_and_verifiers_never_raise(text: str, gold: str) -> None:
+    for how in ("boxed", "last_number", "tag:answer", "full"):
+        extract_answer(text, how)
+    for name in ("exact", "numeric", "choice", "regex"):
+        assert 0.0 <= get_verifier(name)(text, gold) <= 1.0
+    score = parse_score(text)
+    assert score is None or 1 <= score <= 10
+    assert parse_choice(text) in (None, 0, 1)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["\\boxed{" * 5000, "<answer>" * 5000, "Ranking: " * 3000, "1 > " * 5000, "1," * 10000, "9" * 20000, "[ " * 5000],
+)
+def test_adversarial_inputs_stay_fast(text: str) -> None:
+    """Quadratic scans of long garbage completions would stall a training step; these must stay linear-ish."""
+    extract_answer(text, "boxed")
+    extract_answer(text, "tag:answer")
+    assert get_verifier("numeric")(text, "1") == 0.0
+    parse_ranking(text, N3)
+    parse_score(text)
 
 
 # --------------------------------------------------------------------------------------------- ranking scores
@@ -392,7 +422,9 @@ def test_combine_without_length() -> None:
     assert total == 0.0
 
 
-@pytest.mark.parametrize(("n_tokens", "length"), [(None, 0.0), (80, 0.0), (100, 0.0), (150, -0.1), (200, -0.2), (900, -0.2)])
+@pytest.mark.parametrize(
+    ("n_tokens", "length"), [(None, 0.0), (80, 0.0), (100, 0.0), (150, -0.1), (200, -0.2), (900, -0.2)]
+)
 def test_combine_length_penalty(n_tokens: int | None, length: float) -> None:
     spec = RewardSpec(correct=1.0, format=0.0, length=LengthPenalty(max_tokens=100, weight=0.2))
     total, parts = combine(1.0, True, n_tokens, spec)

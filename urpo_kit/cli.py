@@ -28,8 +28,10 @@ def reports_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except UrpoError as e:
+            from rich.markup import escape  # messages quote user text: `[/x]` must not be read as markup
+
             for line in str(e).splitlines():
-                err_console.print(f"[red]error[/red] {line}", highlight=False, soft_wrap=True)
+                err_console.print(f"[red]error[/red] {escape(line)}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
 
     return wrapper
@@ -70,8 +72,18 @@ def render(
     for row, number in zip(prepared.rows.rows, prepared.rows.row_numbers):
         ep = prepared.renderer.episode(row, row_number=number, seed=seed)
         body = "\n\n".join(f"[bold]{m['role']}[/bold]\n{_escape(m['content'])}" for m in ep.messages)
-        body += f"\n\n[bold green]gold[/bold green] {_escape(str(ep.gold))}"
+        body += f"\n\n[bold green]gold[/bold green] {_escape(_gold_text(ep))}"
         console.print(Panel(body, title=f"{ep.task} ({ep.kind}) row {number}", expand=False))
+
+
+def _gold_text(ep) -> str:
+    """A preference gold holds shown positions (0-based); show it with the labels the prompt uses instead."""
+    if ep.kind == "preference":
+        labels = ep.meta["labels"]
+        return "Ranking: " + " > ".join(f"[{labels[i]}]" for i in ep.gold)
+    if ep.gold is None:
+        return "none (the model ranks its own answers)"
+    return str(ep.gold)
 
 
 def _escape(text: str) -> str:
@@ -95,7 +107,13 @@ def tasks(
     from urpo_kit.config.loader import load_task
     from urpo_kit.sources import describe_source
 
-    table = Table("file", "name", "kind", "source", "description")
+    # names and kinds are never cut to `…` (at 80 columns, e.g. piped, they were); the rest folds or wraps
+    table = Table()
+    table.add_column("file", overflow="fold")
+    table.add_column("name", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("source", overflow="fold")
+    table.add_column("description", ratio=1)
     for path in sorted(folder.glob("*.yaml")):
         try:
             spec = load_task(path)
@@ -104,3 +122,31 @@ def tasks(
             continue
         table.add_row(path.name, spec.name, spec.kind, describe_source(spec.source), spec.description or "")
     console.print(table)
+
+
+# judge and serve: registered from a typer-only module; torch, transformers and FastAPI load inside the commands
+from urpo_kit.judge.commands import judge_command, serve_command  # noqa: E402
+
+app.command("judge")(reports_errors(judge_command))
+app.command("serve")(reports_errors(serve_command))
+
+# train: registered from a typer-only module; torch, transformers and TRL load inside the command
+from urpo_kit.train.cli import train_command  # noqa: E402
+
+app.command("train")(reports_errors(train_command))
+
+
+@app.command("eval")
+@reports_errors
+def eval_(
+    args: List[str] = typer.Argument(None, metavar="SUITE.yaml [key.path=value ...] | RUN_A RUN_B",
+                                     help="an eval suite (see recipes/eval/) and overrides, or two runs with --compare"),
+    model: str = typer.Option(None, "--model", help="model to evaluate: hub id, folder, bundled:NAME (default: the suite's)"),
+    output: Path = typer.Option(None, "--output", help="run folder (default: the suite's output_dir/NAME-TIME)"),
+    compare: bool = typer.Option(False, "--compare", help="print and plot two run folders side by side"),
+    no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
+) -> None:
+    """Evaluate a model on a suite: player benchmarks through lm-eval, referee benchmarks, win rate; or compare runs."""
+    from urpo_kit.eval.command import eval_command
+
+    eval_command(args or [], model=model, output=output, compare=compare, progress=not no_progress, console=console)

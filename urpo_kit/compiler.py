@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import random
 from dataclasses import dataclass
@@ -20,9 +21,11 @@ from typing import Iterator, Sequence
 
 from urpo_kit.config.loader import load_task, locate_render_error, origin_of
 from urpo_kit.config.schema import Recipe, TaskSpec
-from urpo_kit.errors import ConfigError, SourceError
+from urpo_kit.errors import ConfigError, Problem, SourceError
 from urpo_kit.recast import Episode, RenderError, TaskRenderer, stable_seed
 from urpo_kit.sources import LoadedRows, SkippedRow, load_rows
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -92,6 +95,10 @@ def override_strings(overrides: dict[str, object]) -> list[str]:
 
 def allocate(weights: Sequence[float], length: int) -> list[int]:
     """Largest-remainder allocation: counts proportional to weights that add up to exactly `length`."""
+    if not weights or any(not (w > 0 and math.isfinite(w)) for w in weights):
+        raise ValueError(f"weights must be one or more positive finite numbers, got {list(weights)}")
+    if length < 0:
+        raise ValueError(f"length must not be negative, got {length}")
     total = sum(weights)
     raw = [w / total * length for w in weights]
     counts = [math.floor(r) for r in raw]
@@ -107,8 +114,22 @@ class MixedStream:
     def __init__(self, tasks: Sequence[PreparedTask], length: int, seed: int = 0):
         if length < 1:
             raise ValueError("stream length must be positive")
+        if not tasks:
+            raise ValueError("a mixed stream needs at least one task")
+        names = [t.name for t in tasks]
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            # counts, metrics and the cycling seed are all per task name: two tasks sharing one would be merged
+            raise ConfigError(Problem(None, None, None, "tasks", f"two tasks are named `{dup}`; give one another "
+                                      "`name` (e.g. with an override `name: other`)"))
         self.tasks, self.length, self.seed = list(tasks), length, seed
         self.counts = allocate([t.weight for t in self.tasks], length)
+        logger.info("mixed stream: %d episodes, seed %d; %s", length, seed, self.summary())
+
+    def summary(self) -> str:
+        """Realised episodes per task, with their share and the passes over each task's rows (the logged line)."""
+        return ", ".join(f"{t.name}: {c} ({c / self.length:.1%}, {e:.2f} passes)"
+                         for t, c, e in zip(self.tasks, self.counts, self.epochs().values()))
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, tasks: Sequence[PreparedTask] | None = None) -> "MixedStream":

@@ -13,13 +13,14 @@ from typing import Sequence
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from urpo_kit.compiler import PreparedTask, override_strings, prepare_task
 from urpo_kit.config.loader import load_recipe
 from urpo_kit.config.schema import OpenEndedTask, PreferenceTask, VerifiableTask
-from urpo_kit.errors import ConfigError, Problem, SourceUnavailable, UrpoError
+from urpo_kit.errors import CodeNotAllowed, ConfigError, Problem, SourceUnavailable, UrpoError
 from urpo_kit.recast import stable_seed
-from urpo_kit.rewards import extract_answer, get_verifier, parse_ranking, score_ranking
+from urpo_kit.rewards import check_extract, extract_answer, get_verifier, parse_ranking, score_ranking
 
 
 def gold_as_completion(extract: str, gold: str) -> str:
@@ -37,19 +38,35 @@ def check_task(prepared: PreparedTask, *, allow_code: bool) -> str:
     spec, row, number = prepared.spec, prepared.rows.rows[0], prepared.rows.row_numbers[0]
     episode = prepared.renderer.episode(row, row_number=number)
 
-    def fail(field: str, message: str) -> ConfigError:
+    def fail(field: str, message: str, row: bool = True) -> ConfigError:
         from urpo_kit.config.loader import position_of
 
         file, line, column = position_of(spec, field)
-        return ConfigError(Problem(file, line, column, field, f"{message} (row {number})"))
+        return ConfigError(Problem(file, line, column, field, f"{message} (row {number})" if row else message))
 
     if isinstance(spec, VerifiableTask):
-        verifier = get_verifier(spec.answer.verifier, allow_code=allow_code)
+        # every failure here is located at the YAML field it comes from: a bad name, a dotted path without
+        # --allow-code, wrong verifier_args or a verifier that raises are configuration errors, not tracebacks
+        try:
+            check_extract(spec.answer.extract)
+        except ValueError as e:
+            raise fail("answer.extract", str(e), row=False) from None
+        try:
+            verifier = get_verifier(spec.answer.verifier, allow_code=allow_code)
+        except (ValueError, CodeNotAllowed) as e:
+            raise fail("answer.verifier", str(e), row=False) from None
         completion = gold_as_completion(spec.answer.extract, episode.gold)
         extracted = extract_answer(completion, spec.answer.extract)
         if extracted is None:
             raise fail("answer.extract", f"`{spec.answer.extract}` extracts nothing from the gold {completion!r}")
-        score = float(verifier(extracted, episode.gold, **spec.answer.verifier_args))
+        try:
+            score = float(verifier(extracted, episode.gold, **spec.answer.verifier_args))
+        except TypeError as e:
+            field = "answer.verifier_args" if spec.answer.verifier_args else "answer.verifier"
+            raise fail(field, f"calling verifier `{spec.answer.verifier}`: {e}") from None
+        except Exception as e:  # noqa: BLE001 - a user verifier failing on the gold is a task problem
+            raise fail("answer.verifier", f"verifier `{spec.answer.verifier}` failed on the gold: "
+                                          f"{type(e).__name__}: {e}") from None
         if score < 1.0:
             raise fail("answer.verifier", f"gold {episode.gold!r} does not verify against itself (score {score})")
         return f"gold {episode.gold!r} verifies"
@@ -81,7 +98,11 @@ def validate_files(files: Sequence[Path], overrides: Sequence[str], *, allow_cod
         except UrpoError as e:
             failed += 1
             for line in str(e).splitlines():
-                err_console.print(f"[red]error[/red] {line}", highlight=False, soft_wrap=True)
+                err_console.print(f"[red]error[/red] {escape(line)}", highlight=False, soft_wrap=True)
+        except Exception as e:  # noqa: BLE001 - a bug must still be one line naming the file, not a traceback
+            failed += 1
+            line = f"{path}: internal error: {type(e).__name__}: {e}".replace("\n", " ")
+            err_console.print(f"[red]error[/red] {escape(line)}", highlight=False, soft_wrap=True)
     return failed
 
 
@@ -110,8 +131,9 @@ def _validate_task(label: str, path: Path, overrides: Sequence[str], *, allow_co
     except SourceUnavailable as e:
         if strict:
             raise
-        err_console.print(f"[yellow]warning[/yellow] {label}: schema and templates ok; rows not checked: {e}",
+        err_console.print(f"[yellow]warning[/yellow] {escape(f'{label}: schema and templates ok; rows not checked: {e}')}",
                           highlight=False, soft_wrap=True)
         return
     summary = check_task(prepared, allow_code=allow_code)
-    console.print(f"[green]ok[/green] {label} ({prepared.spec.kind}): {summary}", highlight=False, soft_wrap=True)
+    console.print(f"[green]ok[/green] {escape(f'{label} ({prepared.spec.kind}): {summary}')}", highlight=False,
+                  soft_wrap=True)

@@ -658,7 +658,8 @@ def _load(cls: type[M], path: str | os.PathLike[str], overrides: Overrides, wrap
         try:
             model = cls.model_validate({wrap: data} if wrap else data)
         except ValidationError as err:
-            problems = [_problem(e, cls, data, positions, wrap) for e in err.errors(include_url=False)]
+            problems = _without_misspelt_missing(
+                [_problem(e, cls, data, positions, wrap) for e in err.errors(include_url=False)])
             problems = sorted(dict.fromkeys(problems), key=lambda p: (str(p.file), p.line or 0, p.column or 0))
             raise ConfigError(problems) from None
         if wrap:
@@ -670,6 +671,19 @@ def _load(cls: type[M], path: str | os.PathLike[str], overrides: Overrides, wrap
         return model
     except Exception as err:  # noqa: BLE001 - the contract: a ConfigError, never a traceback
         raise _problems_or_crash(path, err) from err
+
+
+def _without_misspelt_missing(problems: list[Problem]) -> list[Problem]:
+    """A misspelt required key is one mistake: keep "unknown key `playr`; did you mean `player`?" and drop the
+    "required key is missing" that pydantic also reports for `player`."""
+    suggested = {
+        (p.field.rpartition(".")[0], m.group(1))
+        for p in problems if (m := re.search(r"did you mean `([^`]+)`", p.message))
+    }
+    return [
+        p for p in problems
+        if not (p.message == "required key is missing" and (p.field.rpartition(".")[0], p.field.rpartition(".")[2]) in suggested)
+    ]
 
 
 def load_model(cls: type[M], path: str | os.PathLike[str], overrides: Overrides = ()) -> M:

@@ -1,0 +1,32 @@
+"""Model and tokenizer loading: hub ids, local folders, the bundled SmolLM2 (`bundled:smollm2-135m-instruct`),
+tiny random models for tests (`tiny:llama`), dtypes, gradient checkpointing and LoRA."""
+
+from urpo_kit.models.bundled import BUNDLED, bundled_folder, gguf_path, load_gguf
+from urpo_kit.models.cache import build_once, cache_dir
+from urpo_kit.models.loading import (
+    load_model,
+    load_tokenizer,
+    model_init_kwargs,
+    peft_config,
+    resolve_dtype,
+    resolve_model_path,
+)
+from urpo_kit.models.tiny import tiny_model, tiny_model_folder, tiny_tokenizer
+
+__all__ = [
+    "BUNDLED",
+    "build_once",
+    "bundled_folder",
+    "cache_dir",
+    "gguf_path",
+    "load_gguf",
+    "load_model",
+    "load_tokenizer",
+    "model_init_kwargs",
+    "peft_config",
+    "resolve_dtype",
+    "resolve_model_path",
+    "tiny_model",
+    "tiny_model_folder",
+    "tiny_tokenizer",
+]

@@ -22,7 +22,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "urpo-kit"
 
 
-def build_once(target: Path, build: Callable[[Path], None]) -> Path:
+def build_once(target: Path, build: Callable[[Path], object]) -> Path:
     """Return `target`, first calling `build(tmp_folder)` and renaming it into place if it does not exist yet.
 
     The existence check without the lock is the fast path (a rename is atomic, so an existing folder is
@@ -41,6 +41,7 @@ def build_once(target: Path, build: Callable[[Path], None]) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
             build(tmp)
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private; a cache may be shared by several users
             os.rename(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+if TYPE_CHECKING:  # imported where used: importing transformers' Llama takes seconds
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 PREFIX = "tiny:"
 NAMES = ("llama",)
@@ -34,6 +34,9 @@ MAX_LENGTH = 4096  # characters are tokens here: leave room for long prompts plu
 
 def tiny_tokenizer() -> PreTrainedTokenizerBase:
     """A character-level ChatML tokenizer (100 tokens), left-padded for batched generation."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
     vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + tuple(CHARACTERS))}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # one token per character
@@ -53,7 +56,13 @@ def tiny_tokenizer() -> PreTrainedTokenizerBase:
 
 
 def tiny_config(vocab_size: int) -> LlamaConfig:
-    """Hidden 32, 2 layers, 4 query heads sharing 2 key/value heads: a few thousand parameters plus embeddings."""
+    """Hidden 32, 2 layers, 4 query heads sharing 2 key/value heads: about 22k parameters.
+
+    Weights are drawn 10x wider than Llama's default so that outputs depend on the whole context (at 0.02 the
+    model only echoes its last token, which would hide padding bugs) while sampling stays diverse.
+    """
+    from transformers import LlamaConfig
+
     return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=32,
@@ -66,6 +75,7 @@ def tiny_config(vocab_size: int) -> LlamaConfig:
         bos_token_id=1,
         eos_token_id=2,
         pad_token_id=2,
+        initializer_range=0.2,
     )
 
 
@@ -88,8 +98,13 @@ def tiny_model(vocab_size: int | None = None, seed: int = 0) -> tuple[LlamaForCa
 
 def tiny_fingerprint(seed: int = 0) -> str:
     """A short hash of what a tiny folder would contain, so a cached folder goes stale when this code changes."""
+    import torch
+    import transformers
+
     tokenizer = tiny_tokenizer()
-    text = json.dumps([tiny_config(len(tokenizer)).to_dict(), tokenizer.backend_tokenizer.to_str(), CHATML_TEMPLATE, seed])
+    config = tiny_config(len(tokenizer)).to_dict()
+    backend = tokenizer.backend_tokenizer.to_str()
+    text = json.dumps([config, backend, CHATML_TEMPLATE, seed, torch.__version__, transformers.__version__])
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import traceback
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -97,10 +98,13 @@ def stable_seed(*parts: Any) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
+MAX_LETTER_LABELS = 26
+
+
 def make_labels(n: int, style: str = "numbers") -> list[str]:
     if style == "letters":
-        if n > 26:
-            raise ValueError("letters allow at most 26 candidates")
+        if n > MAX_LETTER_LABELS:
+            raise ValueError(f"letters allow at most {MAX_LETTER_LABELS} candidates, got {n}")
         return [chr(ord("A") + i) for i in range(n)]
     return [str(i + 1) for i in range(n)]
 
@@ -149,11 +153,17 @@ class Templates:
     def file(self, path: Path, field_name: str) -> jinja2.Template:
         found = self.find(path, field_name)
         try:
-            template = self.env.from_string(found.read_text(encoding="utf-8"))
+            source = found.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise RenderError(field_name, f"cannot read template file `{found}`: {e}", template_file=found) from None
+        try:
+            # compiled with its real filename, so a runtime error's traceback carries the template line
+            code = self.env.compile(source, name=str(path), filename=str(found))
         except jinja2.TemplateSyntaxError as e:
             raise RenderError(field_name, f"template syntax error: {e.message}", template_file=found,
                               template_line=e.lineno) from None
-        template.filename = str(found)  # type: ignore[attr-defined]
+        template = self.env.template_class.from_code(self.env, code, self.env.make_globals(None))
+        template.urpo_file = found  # type: ignore[attr-defined]
         return template
 
     def expression(self, source: str, field_name: str):
@@ -164,23 +174,55 @@ class Templates:
 
 
 def render(template: Any, variables: dict[str, Any], field_name: str, row_number: int | None = None) -> Any:
-    """Render a template (or evaluate an expression), turning Jinja errors into a located RenderError."""
+    """Render a template (or evaluate an expression), turning Jinja errors into a located RenderError.
+
+    Variables go in as one mapping (a column may be called `self`); an expression whose value is (or holds) an
+    undefined variable fails here, naming its own field, instead of later in whichever template uses it.
+    """
     try:
-        return template.render(**variables) if isinstance(template, jinja2.Template) else template(**variables)
-    except jinja2.UndefinedError as e:
-        raise RenderError(field_name, f"undefined template variable: {e.message}", row_number=row_number,
-                          template_file=_filename(template)) from None
-    except jinja2.TemplateError as e:
-        raise RenderError(field_name, f"template error: {e}", row_number=row_number,
-                          template_file=_filename(template)) from None
-    except Exception as e:  # a template calling a method on the wrong type, a bad index, ...
-        raise RenderError(field_name, f"{type(e).__name__}: {e}", row_number=row_number,
-                          template_file=_filename(template)) from None
+        if isinstance(template, jinja2.Template):
+            return template.render(variables)
+        value = template(variables)
+        _fail_on_undefined(value)
+        return value
+    except Exception as e:  # also a template calling a method on the wrong type, a bad index, ...
+        if isinstance(e, jinja2.UndefinedError):
+            message = f"undefined template variable: {e.message}"
+        elif isinstance(e, jinja2.TemplateError):
+            message = f"template error: {e}"
+        else:
+            message = f"{type(e).__name__}: {e}"
+        raise RenderError(field_name, message, row_number=row_number, template_file=_filename(template),
+                          template_line=_template_line(template, e)) from None
+
+
+def _fail_on_undefined(value: Any, depth: int = 0) -> None:
+    """Raise the UndefinedError of an undefined value, also inside the lists and mappings an expression builds."""
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()
+    if depth < 4 and isinstance(value, (list, tuple)):
+        for item in value:
+            _fail_on_undefined(item, depth + 1)
+    elif depth < 4 and isinstance(value, dict):
+        for item in value.values():
+            _fail_on_undefined(item, depth + 1)
 
 
 def _filename(template: Any) -> Path | None:
+    """The template file a template came from; None for inline templates and expressions."""
+    return getattr(template, "urpo_file", None)
+
+
+def _template_line(template: Any, error: BaseException) -> int | None:
+    """The line inside the template where rendering failed (Jinja rewrites tracebacks to template lines)."""
     name = getattr(template, "filename", None)
-    return Path(name) if name else None
+    if not isinstance(template, jinja2.Template) or not name:
+        return None
+    line = None
+    for frame, lineno in traceback.walk_tb(error.__traceback__):
+        if frame.f_code.co_filename == name:
+            line = lineno
+    return line
 
 
 def chat(system: str | None, user: str) -> list[dict[str, str]]:
@@ -208,7 +250,12 @@ class RefereeRenderer:
     def render_order(self, prompt: str, candidates: Sequence[str], order: list[int],
                      extra: dict[str, Any] | None = None) -> RefereeView:
         """Render with an explicit presentation order (e.g. the reverse order for `both_orders` debiasing)."""
-        labels = make_labels(len(candidates), self.spec.labels)
+        if sorted(order) != list(range(len(candidates))):
+            raise ValueError(f"order {order} is not a permutation of the {len(candidates)} candidates")
+        try:
+            labels = make_labels(len(candidates), self.spec.labels)
+        except ValueError as e:
+            raise RenderError(f"{self.field_prefix}.labels", str(e)) from None
         shown = [{"label": lab, "text": candidates[i]} for lab, i in zip(labels, order)]
         variables = {**(extra or {}), "prompt": prompt, "candidates": shown, "labels": labels, "n": len(labels)}
         user = render(self.template, variables, f"{self.field_prefix}.template")
@@ -229,6 +276,12 @@ class TaskRenderer:
         if isinstance(task, VerifiableTask):
             self.gold = t.inline(task.answer.gold, "answer.gold")
         if isinstance(task, PreferenceTask):
+            if task.min_candidates > task.max_candidates:
+                raise RenderError("min_candidates", f"min_candidates={task.min_candidates} is above "
+                                  f"max_candidates={task.max_candidates}")
+            if task.referee.labels == "letters" and task.max_candidates > MAX_LETTER_LABELS:
+                raise RenderError("referee.labels", f"letters label at most {MAX_LETTER_LABELS} candidates; "
+                                  f"lower max_candidates ({task.max_candidates}) or use numbers")
             self.question = t.inline(task.prompt, "prompt")
             self.candidates = t.expression(task.candidates, "candidates")
             self.referee = RefereeRenderer(task.referee, t)
@@ -257,7 +310,10 @@ class TaskRenderer:
         return chat(system, user)
 
     def gold_answer(self, variables: dict[str, Any], row_number: int | None = None) -> str:
-        return str(render(self.gold, variables, "answer.gold", row_number)).strip()
+        gold = str(render(self.gold, variables, "answer.gold", row_number)).strip()
+        if not gold:
+            raise RenderError("answer.gold", "the gold answer renders empty", row_number=row_number)
+        return gold
 
     def ranked_candidates(self, variables: dict[str, Any], row_number: int | None = None) -> list[str]:
         task = self.task

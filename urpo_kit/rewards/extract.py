@@ -6,6 +6,7 @@ Models reason first and answer last, so every method takes the *last* occurrence
 
 from __future__ import annotations
 
+import bisect
 import re
 from functools import lru_cache
 
@@ -50,9 +51,7 @@ def extract_answer(text: str, how: str) -> str | None:
     elif how == "full":
         found = text
     elif how.startswith("tag:"):
-        name = re.escape(how[4:])
-        matches = re.findall(rf"<{name}\s*>(.*?)</{name}\s*>", text, flags=re.DOTALL | re.IGNORECASE)
-        found = matches[-1] if matches else None
+        found = _last_tag(text, how[4:])
     else:
         found = _last_regex(text, how[6:])
     if found is None:
@@ -61,21 +60,30 @@ def extract_answer(text: str, how: str) -> str | None:
 
 
 def last_boxed(text: str) -> str | None:
-    """Content of the last *closed* `\\boxed{...}` / `\\fbox{...}`; a truncated last box falls back to the one before."""
-    for start in reversed([m.end() for m in _BOX_START.finditer(text)]):
-        depth, i = 1, start
-        while i < len(text):
-            c = text[i]
-            if c == "\\":  # `\{` and `\}` are literal braces, not grouping
-                i += 2
-                continue
-            if c == "{":
-                depth += 1
-            elif c == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[start:i]
-            i += 1
+    """Content of the last *closed* `\\boxed{...}` / `\\fbox{...}`; a truncated last box falls back to the one before.
+
+    One pass pairs every brace (`\\{` and `\\}` are literal, not grouping), so a text full of unclosed boxes
+    stays linear.
+    """
+    opens = [m.end() - 1 for m in _BOX_START.finditer(text)]
+    if not opens:
+        return None
+    closing: dict[int, int] = {}
+    stack: list[int] = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "{":
+            stack.append(i)
+        elif c == "}" and stack:
+            closing[stack.pop()] = i
+        i += 1
+    for start in reversed(opens):
+        if start in closing:
+            return text[start + 1 : closing[start]]
     return None
 
 
@@ -87,6 +95,22 @@ def last_number(text: str) -> str | None:
     m = matches[-1]
     out = ("-" if m["sign"] else "") + m["num"].replace(",", "")
     return out + f"/{m['den']}" if m["den"] else out
+
+
+def _last_tag(text: str, name: str) -> str | None:
+    """Content from the last `<name>` that is closed later up to the first `</name>` after it.
+
+    Pairing tag positions (not a non-greedy `<a>(.*?)</a>` scan) keeps a text full of unclosed tags fast, and a stray
+    `</name>` at the end cannot pull earlier closing tags into the answer.
+    """
+    closes = [m.start() for m in re.finditer(rf"</{re.escape(name)}\s*>", text, flags=re.IGNORECASE)]
+    if not closes:
+        return None
+    for m in reversed(list(re.finditer(rf"<{re.escape(name)}\s*>", text, flags=re.IGNORECASE))):
+        after = bisect.bisect_left(closes, m.end())
+        if after < len(closes):
+            return text[m.end() : closes[after]]
+    return None
 
 
 @lru_cache(maxsize=256)

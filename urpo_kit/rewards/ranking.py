@@ -20,8 +20,15 @@ _MARKER = re.compile(
     re.IGNORECASE,
 )
 _PREFIX = r"(?:(?:response|candidate|answer|output|assistant|option)\s*#?\s*)?"
-_SEP = r"\s*(?:>>?|≻|→|->|=>|,|;)\s*"
+# an explicit separator, or plain spacing before a bracketed label ("[2] [1] [3]", "[2][1][3]")
+_SEP = r"(?:\s*(?:>>?|≻|→|->|=>|,|;)\s*|\s*(?=[\[(]))"
 _ENUM = r"^\s*(?:\d+\s*[.)]|[-*•])\s*"  # a numbered or bulleted list item: "1. [2]", "- B"
+
+
+def _token(core: str, *, capture: bool) -> str:
+    """One label as written: `[2]`, `(2)`, `2`, optionally after "Response"; a bare one must stand alone (not `2.5`)."""
+    label = f"({core})" if capture else f"(?:{core})"
+    return rf"{_PREFIX}(?:\[\s*{label}\s*\]|\(\s*{label}\s*\)|(?<![\w.]){label}(?![\w]|\.\d))"
 
 
 @lru_cache(maxsize=64)
@@ -37,9 +44,8 @@ def _patterns(labels: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str]
         core = r"[A-Za-z]"
     else:
         core = "|".join(re.escape(label) for label in sorted(labels, key=len, reverse=True))
-    bare = rf"(?<![\w.])(?:{core})(?![\w]|\.\d)"
-    token = rf"{_PREFIX}(?:\[\s*(?:{core})\s*\]|\(\s*(?:{core})\s*\)|{bare})"
-    tok = re.compile(rf"{_PREFIX}(?:\[\s*({core})\s*\]|\(\s*({core})\s*\)|(?<![\w.])({core})(?![\w]|\.\d))", re.IGNORECASE)
+    tok = re.compile(_token(core, capture=True), re.IGNORECASE)
+    token = _token(core, capture=False)
     seq = re.compile(rf"{token}(?:{_SEP}{token})*", re.IGNORECASE)
     item = re.compile(rf"{_ENUM}({token})", re.IGNORECASE)
     return tok, seq, item
@@ -55,7 +61,7 @@ def _labels_in(span: str, tok: re.Pattern[str]) -> list[str]:
 
 
 def _after_marker(segment: str, labels: tuple[str, ...]) -> list[str] | None:
-    """Labels right after a marker: a sequence on the marker's own line, else a list of items, else the next sequence."""
+    """Labels right after a marker: a sequence on the marker's line, else a list of items, else the next sequence."""
     tok, seq, item = _patterns(labels)
     first_line, _, rest = segment.partition("\n")
     if m := seq.search(first_line):

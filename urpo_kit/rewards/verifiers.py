@@ -38,7 +38,10 @@ def exact(predicted: str, gold: str, *, case_sensitive: bool = False) -> float:
 # --------------------------------------------------------------------------------------------- numeric
 _NUM = r"[-+]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d{1,3})?"  # bounded exponent: no 1e99999
 _FRAC = re.compile(rf"([-+]?)\s*\\frac\s*(?:\{{\s*({_NUM})\s*\}}\s*\{{\s*({_NUM})\s*\}}|(\d)(\d))")
-_PLAIN = re.compile(rf"({_NUM})(?:\s*/\s*({_NUM}))?(?:\s*(?:\\times|\\cdot|×)\s*10\s*\^\s*\{{?\s*([-+]?\d{{1,3}})\s*\}}?)?")
+_PLAIN = re.compile(
+    rf"({_NUM})(?:\s*/\s*({_NUM}))?"  # a number or a fraction a/b
+    rf"(?:\s*(?:\\times|\\cdot|×)\s*10\s*\^\s*\{{?\s*([-+]?\d{{1,3}})\s*\}}?)?"  # optional "x 10^{n}"
+)
 _TEXT_CMD = re.compile(r"\\(?:text|textbf|mathrm|mbox|operatorname)\s*\{([^{}]*)\}")
 _ASSIGN = re.compile(r"^[A-Za-z_]\w*\s*=\s*")
 _EXPONENT = re.compile(r"\^\s*\{?\s*-?\d+\s*\}?")
@@ -84,8 +87,8 @@ def parse_number(text: str, *, percent: bool = True) -> list[Fraction] | None:
     rest = s[m.end():].strip()
     is_percent = rest.startswith("%")
     rest = rest.lstrip("%").strip()
-    if rest not in ("", ".") and (rest[0] in "+-*/^=<>!(.,:;" or rest[0].isdigit() or re.search(r"\d", _EXPONENT.sub("", rest))):
-        return None  # the text goes on as an expression or a list, not a unit
+    if rest not in ("", ".") and (rest[0] in "+-*/^=<>!(.,:;" or re.search(r"\d", _EXPONENT.sub("", rest))):
+        return None  # the text goes on as an expression or a list, not a unit (`m^2` is a unit)
     return [value, value / 100] if is_percent and percent else [value]
 
 
@@ -206,7 +209,9 @@ def _as_score(fn: Callable[..., Any]) -> Verifier:
             return float(out)
         if isinstance(out, (int, float)) and _math.isfinite(out) and 0.0 <= out <= 1.0:
             return float(out)
-        raise ValueError(f"verifier {fn.__module__}.{fn.__qualname__} returned {out!r}; expected a bool or a float in [0, 1]")
+        raise ValueError(
+            f"verifier {fn.__module__}.{fn.__qualname__} returned {out!r}; expected a bool or a float in [0, 1]"
+        )
 
     return wrapper
 

@@ -488,9 +488,10 @@ def preference_ranked(n: int, seed: int, candidates: int = 4, max_value: int = 1
         lines, results = work(problem.steps)
         correct = "\n".join(lines + [f"The answer is {results[-1]}."])
         slip = _slipped(rng, problem.steps, rng.choice([1, 2, 3, 10]))
-        other = make_problem(rng, max_value)
-        other_lines, other_results = work(other.steps)
-        off_topic = "\n".join(other_lines + [f"The answer is {other_results[-1]}."])
+        off_topic = correct
+        while off_topic in (correct, slip):  # a good answer to some other problem, never a copy of this one's
+            other_lines, other_results = work(make_problem(rng, max_value).steps)
+            off_topic = "\n".join(other_lines + [f"The answer is {other_results[-1]}."])
         ranked = [correct, slip, off_topic, rng.choice(FILLER)][:candidates]
         rows.append({"prompt": problem.question, "ranked": ranked})
     return rows

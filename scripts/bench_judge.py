@@ -1,0 +1,158 @@
+"""Benchmark the referee modes on the bundled model (or any model).
+
+1. Groups of G answers per prompt (the model's own answers to the shipped open-ended instructions, generated once
+   and cached): listwise judging against pointwise judging of the same groups. Reports time per group, parse rates,
+   and agreement between the two: Kendall (share of answer pairs ordered alike, over pairs the pointwise scores do
+   not tie) and top-1 (listwise's best is pointwise's best; 1/k when it ties with k-1 others).
+2. hh-rlhf harmless pairs (`../shared/data/hh-rlhf/harmless-base-test.jsonl.gz`, read in place; skipped if
+   absent): pairwise against pointwise accuracy with gold (a tie or a failed parse counts 1/2).
+
+    python scripts/bench_judge.py --prompts 24 --pairs 100 --dtype bfloat16
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from urpo_kit.compiler import prepare_task
+from urpo_kit.judge.rows import JudgeRow, RowInput, gold_credit, judge_item, row_key
+from urpo_kit.judge.settings import JudgeSettings, load_backend
+from urpo_kit.referee import HFBackend, SamplingParams, Verdict
+from urpo_kit.referee.judge import Mode
+from urpo_kit.sources.files import iter_file
+
+ROOT = Path(__file__).resolve().parent.parent
+console = Console()
+
+
+def answer_groups(backend: HFBackend, path: Path, prompts: int, group: int, sampling: SamplingParams,
+                  seed: int) -> list[RowInput]:
+    """The model's own answers to the shipped instructions, G per prompt, generated once into `path`."""
+    if path.exists():
+        cached = [JudgeRow.model_validate_json(line).input for line in path.read_text().splitlines()]
+        if len(cached) >= prompts:
+            return cached[:prompts]
+    import torch
+
+    task = prepare_task(ROOT / "tasks" / "instructions-offline.yaml", limit=prompts)
+    episodes = [task.renderer.episode(row, row_number=n) for row, n in zip(task.rows.rows, task.rows.row_numbers)]
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    texts = backend.generate([e.messages for e in episodes for _ in range(group)], sampling)
+    console.print(f"generated {len(texts)} answers in {time.perf_counter() - start:.0f} s")
+    groups = [RowInput(e.meta["instruction"], texts[i * group:(i + 1) * group]) for i, e in enumerate(episodes)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"prompt": g.prompt, "responses": g.responses}) + "\n" for g in groups))
+    return groups
+
+
+def timed(backend: HFBackend, settings: JudgeSettings, mode: Mode, rows: list[RowInput]) -> tuple[list[Verdict], float]:
+    judge = settings.judge(backend, mode)
+    start = time.perf_counter()
+    verdicts = judge.judge([judge_item(row, row_key(row)) for row in rows])
+    return verdicts, time.perf_counter() - start
+
+
+def parse_rate(verdicts: list[Verdict]) -> float:
+    return sum(v.parsed for v in verdicts) / max(sum(v.attempts for v in verdicts), 1)
+
+
+def agreement(listwise: list[Verdict], pointwise: list[Verdict]) -> dict[str, Any]:
+    """Kendall over the pairs pointwise decides, and fractional top-1, on groups both modes parsed."""
+    both = [(lw, pw) for lw, pw in zip(listwise, pointwise) if lw.ok and pw.ok]
+    agree = decided = pairs = 0
+    for lw, pw in both:
+        position = {c: r for r, c in enumerate(lw.ranking or [])}
+        for a, b in itertools.combinations(range(len(pw.scores)), 2):
+            pairs += 1
+            if pw.scores[a] != pw.scores[b]:
+                decided += 1
+                agree += (position[a] < position[b]) == (pw.scores[a] > pw.scores[b])
+    top1 = [gold_credit(pw, lw.ranking[0]) for lw, pw in both if lw.ranking]
+    return {"groups_compared": len(both), "kendall": agree / decided if decided else None,
+            "pointwise_tied_pairs": 1 - decided / pairs if pairs else None,
+            "top1": sum(top1) / len(top1) if top1 else None}
+
+
+def hh_pairs(path: Path, n: int) -> list[RowInput]:
+    rows = []
+    for _, raw, _ in iter_file(path):
+        if raw is not None:
+            rows.append(JudgeRow.model_validate(raw).input)
+        if len(rows) == n:
+            break
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="bundled:smollm2-135m-instruct")
+    parser.add_argument("--dtype", default="bfloat16", choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--batch-size", type=int, default=16, help="sequences per generation batch")
+    parser.add_argument("--prompts", type=int, default=24, help="instructions (groups) to judge")
+    parser.add_argument("--group", type=int, default=4, help="answers per instruction")
+    parser.add_argument("--answer-tokens", type=int, default=96)
+    parser.add_argument("--pairs", type=int, default=100, help="hh-rlhf pairs (0: skip)")
+    parser.add_argument("--hh", type=Path, default=ROOT.parent / "shared/data/hh-rlhf/harmless-base-test.jsonl.gz")
+    parser.add_argument("--max-new-tokens", type=int, default=96, help="tokens per judgment")
+    parser.add_argument("--debias", default="shuffle", choices=["none", "shuffle", "both_orders"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-judge")
+    args = parser.parse_args()
+
+    settings = JudgeSettings(debias=args.debias, seed=args.seed,
+                             sampling=SamplingParams(temperature=0.0, max_new_tokens=args.max_new_tokens))
+    start = time.perf_counter()
+    backend = load_backend(args.model, dtype=args.dtype, batch_size=args.batch_size)
+    console.print(f"loaded {args.model} ({args.dtype}) in {time.perf_counter() - start:.1f} s")
+    slug = args.model.replace(":", "-").replace("/", "-")
+    answers = args.out / f"answers-{slug}-g{args.group}-t{args.answer_tokens}-s{args.seed}.jsonl"
+    groups = answer_groups(backend, answers, args.prompts, args.group,
+                           SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=args.answer_tokens), args.seed)
+
+    report: dict[str, Any] = {"model": args.model, "dtype": args.dtype, "settings": vars(args) | {"out": str(args.out),
+                                                                                                   "hh": str(args.hh)}}
+    table = Table("benchmark", "mode", "items", "s / item", "parse rate", "accuracy / agreement")
+    results = {}
+    for mode in ("listwise", "pointwise"):
+        verdicts, seconds = timed(backend, settings, mode, groups)
+        results[mode] = verdicts
+        report[f"groups_{mode}"] = {"groups": len(groups), "seconds": seconds, "seconds_per_group": seconds / len(groups),
+                                    "parse_rate": parse_rate(verdicts)}
+        table.add_row(f"instructions, G={args.group}", mode, str(len(groups)), f"{seconds / len(groups):.2f}",
+                      f"{parse_rate(verdicts):.2f}", "")
+    report["groups_agreement"] = agreement(results["listwise"], results["pointwise"])
+    report["groups_speedup"] = report["groups_pointwise"]["seconds"] / report["groups_listwise"]["seconds"]
+    a = report["groups_agreement"]
+    table.add_row("", "listwise vs pointwise", str(a["groups_compared"]), f"x{report['groups_speedup']:.2f} faster",
+                  "", f"kendall {a['kendall'] or 0:.2f}, top-1 {a['top1'] or 0:.2f}, "
+                      f"tied pairs {a['pointwise_tied_pairs'] or 0:.2f}")
+
+    if args.pairs and args.hh.is_file():
+        pairs = hh_pairs(args.hh, args.pairs)
+        for mode in ("pairwise", "pointwise"):
+            verdicts, seconds = timed(backend, settings, mode, pairs)
+            accuracy = sum(gold_credit(v, 0) for v in verdicts) / len(verdicts)
+            ties = sum(v.scores[0] == v.scores[1] for v in verdicts) / len(verdicts)
+            report[f"hh_{mode}"] = {"pairs": len(pairs), "seconds": seconds, "accuracy": accuracy,
+                                    "tie_rate": ties, "parse_rate": parse_rate(verdicts)}
+            table.add_row("hh-rlhf harmless", mode, str(len(pairs)), f"{seconds / len(pairs):.2f}",
+                          f"{parse_rate(verdicts):.2f}", f"accuracy {accuracy:.3f} (ties {ties:.2f})")
+    else:
+        console.print(f"hh-rlhf pairs skipped ({args.hh} absent or --pairs 0)")
+    console.print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(report, indent=2))
+    console.print(f"written {args.out / 'bench.json'}")
+
+
+if __name__ == "__main__":
+    main()

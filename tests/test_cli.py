@@ -1,0 +1,313 @@
+"""The `urpo-kit` command line: validate, render, tasks; located one-line errors and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from urpo_kit.cli import app
+from urpo_kit.compiler import prepare_task
+from urpo_kit.config import load_task
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = sorted((ROOT / "tasks").glob("*.yaml"))
+# `error FILE:LINE[:COL]: FIELD: MESSAGE` (the loader and validate both use this shape)
+ERROR_LINE = re.compile(r"^error (?P<file>.+?):(?P<line>\d+)(?::(?P<col>\d+))?: (?P<field>[^\s:]+): (?P<message>.+)$")
+
+GOOD = """\
+name: t
+kind: verifiable
+source: {generator: arithmetic, n: 5, seed: 0}
+fields: {solution: answer}
+player:
+  prompt: "{{ question }}"
+answer:
+  gold: "{{ solution.split('####')[-1] | trim }}"
+  extract: boxed
+  verifier: numeric
+"""
+
+
+def offline_env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "COLUMNS": "200", **extra}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), extra.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def invoke(*args: str, **env: str):
+    result = CliRunner().invoke(app, list(args), env={"HF_HUB_OFFLINE": "1", "COLUMNS": "200", **env})
+    # an escaped exception would show up here rather than as a printed traceback
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    return result
+
+
+def error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("error")]
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def edited(old: str, new: str) -> str:
+    assert old in GOOD
+    return GOOD.replace(old, new, 1)
+
+
+def one_located_error(path: Path, *args: str, line: int, field: str) -> re.Match:
+    result = invoke("validate", str(path), *args)
+    assert result.exit_code == 2, result.output
+    errors = error_lines(result.output)
+    assert len(errors) == 1, result.output
+    match = ERROR_LINE.match(errors[0])
+    assert match, errors[0]
+    assert match["file"] == str(path) and int(match["line"]) == line and match["field"] == field, errors[0]
+    return match
+
+
+# ------------------------------------------------------------------------------------------------ validate
+def test_validate_all_shipped_tasks_exits_0() -> None:
+    """The real entry point, in a fresh process: offline tasks are checked fully, hub tasks warn."""
+    proc = subprocess.run([sys.executable, "-m", "urpo_kit", "validate", *map(str, TASKS)], cwd=ROOT,
+                          env=offline_env(), capture_output=True, text=True, timeout=120)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert "Traceback" not in output and not error_lines(output)
+    hub = {p for p in TASKS if load_task(p).source.hf is not None}
+    assert hub, "the shipped tasks include hub datasets"
+    for path in TASKS:
+        status = "warning" if path in hub else "ok"
+        assert re.search(rf"^{status} {re.escape(str(path))}\b", output, re.MULTILINE), (path, output)
+
+
+def test_validate_good_file(tmp_path: Path) -> None:
+    result = invoke("validate", str(write(tmp_path / "t.yaml", GOOD)))
+    assert result.exit_code == 0 and re.search(r"^ok .*t\.yaml \(verifiable\): gold '\d+' verifies", result.output,
+                                               re.MULTILINE), result.output
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "field", "message"),
+    [
+        # misspelt key
+        (edited("  extract: boxed", "  extrct: boxed"), 9, "answer.extrct", "did you mean `extract`"),
+        (edited("seed: 0}", "sede: 0}"), 3, "source.sede", "did you mean `seed`"),
+        # wrong type
+        (edited("n: 5,", "n: five,"), 3, "source.n", "valid integer"),
+        (GOOD + "reward: {correct: lots}\n", 11, "reward.correct", "valid number"),
+        # duplicate key
+        (GOOD + "name: u\n", 11, "name", "duplicate key `name` (first at line 1)"),
+        (edited("  extract: boxed", "  extract: boxed\n  extract: last_number"), 10, "answer.extract", "duplicate"),
+        # missing template variable
+        (edited('"{{ question }}"', '"{{ questoin }}"'), 6, "player.prompt", "'questoin' is undefined"),
+        (edited("{{ solution.split", "{{ solutoin.split"), 8, "answer.gold", "'solutoin' is undefined"),
+        (edited("{solution: answer}", "{solution: answr}"), 4, "fields.solution", "'answr' is undefined"),
+        # configuration that only the reward path reveals
+        (edited("verifier: numeric", "verifier: numerik"), 10, "answer.verifier", "did you mean `numeric`"),
+        (edited("extract: boxed", "extract: boxd"), 9, "answer.extract", "unknown extract method"),
+        (edited("verifier: numeric", "verifier: numeric\n  verifier_args: {bogus: 1}"), 11, "answer.verifier_args",
+         "bogus"),
+        (edited("verifier: numeric", "verifier: exact\n  verifier_args: {nope: 1}"), 11, "answer.verifier_args",
+         "nope"),
+        # a template reaching outside the sandbox
+        (edited('"{{ question }}"', '"{{ question.__class__.__mro__ }}"'), 6, "player.prompt", "unsafe"),
+        # user text that looks like rich markup is printed, not interpreted
+        (GOOD + '"[/a]": 1\n', 11, "[/a]", "unknown key `[/a]`"),
+    ],
+)
+def test_each_mistake_is_one_located_error(tmp_path: Path, text: str, line: int, field: str, message: str) -> None:
+    path = write(tmp_path / "bad.yaml", text)
+    match = one_located_error(path, line=line, field=field)
+    assert message in match["message"]
+
+
+def test_misspelt_required_key_is_one_error(tmp_path: Path) -> None:
+    one_located_error(write(tmp_path / "bad.yaml", edited("player:", "playr:")), line=5, field="playr")
+
+
+def test_errors_in_several_files_are_all_reported(tmp_path: Path) -> None:
+    good = write(tmp_path / "good.yaml", GOOD)
+    bad1 = write(tmp_path / "bad1.yaml", edited("n: 5,", "n: five,"))
+    bad2 = write(tmp_path / "bad2.yaml", GOOD + "name: u\n")
+    result = invoke("validate", str(bad1), str(good), str(bad2))
+    assert result.exit_code == 2
+    errors = error_lines(result.output)
+    assert [ERROR_LINE.match(e)["file"] for e in errors] == [str(bad1), str(bad2)]
+    assert re.search(r"^ok .*good\.yaml", result.output, re.MULTILINE)
+
+
+def test_validate_without_files_or_with_a_missing_file(tmp_path: Path) -> None:
+    result = invoke("validate", str(tmp_path / "nope.yaml"))
+    assert result.exit_code == 2 and error_lines(result.output) == [f"error {tmp_path / 'nope.yaml'}: file not found"]
+    assert invoke("validate").exit_code == 2
+
+
+def test_validate_with_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.yaml", GOOD)
+    plain = invoke("validate", str(path), "--set", "answer.verifier=exact", "--set", "answer.extract=last_number")
+    assert plain.exit_code == 0, plain.output  # the gold written plainly is its own last number and matches exactly
+    result = invoke("validate", str(path), "--set", "source.n=zero")
+    assert result.exit_code == 2
+    (line,) = error_lines(result.output)
+    assert line.startswith("error <override 'source.n=zero'>: source.n: ")
+
+
+def test_validate_recipe_expands_its_tasks(tmp_path: Path) -> None:
+    write(tmp_path / "tasks" / "t.yaml", GOOD)
+    write(tmp_path / "tasks" / "u.yaml", edited("name: t", "name: u"))
+    recipe = write(tmp_path / "recipe.yaml", "tasks:\n  - {task: tasks/t.yaml}\n"
+                   "  - {task: tasks/u.yaml, overrides: {answer.verifier: numerik}}\n")
+    result = invoke("validate", str(recipe))
+    assert result.exit_code == 2
+    assert re.search(rf"^ok {re.escape(str(recipe))} -> t\.yaml", result.output, re.MULTILINE), result.output
+    (line,) = error_lines(result.output)
+    assert "answer.verifier: unknown verifier `numerik`" in line
+
+
+def test_subprocess_bad_file_has_no_traceback(tmp_path: Path) -> None:
+    path = write(tmp_path / "bad.yaml", edited('"{{ question }}"', '"{{ questoin }}"'))
+    proc = subprocess.run([sys.executable, "-m", "urpo_kit", "validate", str(path)], env=offline_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stdout + proc.stderr
+    (line,) = error_lines(proc.stderr)
+    assert ERROR_LINE.match(line)["field"] == "player.prompt"
+
+
+# ------------------------------------------------------------------------------------------------ allow-code
+VERIFIER_MODULE = """\
+def same(predicted, gold):
+    return predicted.strip() == gold.strip()
+
+
+def never(predicted, gold):
+    return 0.0
+
+
+def broken(predicted, gold):
+    raise RuntimeError("boom")
+"""
+
+
+@pytest.fixture
+def verifier_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    name = "urpo_test_verifiers"
+    write(tmp_path / "mods" / f"{name}.py", VERIFIER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path / "mods"))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    return name
+
+
+def test_dotted_verifier_needs_allow_code(tmp_path: Path, verifier_module: str) -> None:
+    path = write(tmp_path / "t.yaml", edited("verifier: numeric", f"verifier: {verifier_module}:same"))
+    match = one_located_error(path, line=10, field="answer.verifier")
+    assert "--allow-code" in match["message"]
+    assert verifier_module not in sys.modules  # refused before importing (and so running) the module
+    result = invoke("validate", str(path), "--allow-code")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^ok .*verifies", result.output, re.MULTILINE)
+
+
+@pytest.mark.parametrize(("fn", "message"), [("never", "does not verify against itself"),
+                                             ("broken", "RuntimeError: boom"),
+                                             ("missing", "has no attribute")])
+def test_dotted_verifier_failures_are_located(tmp_path: Path, verifier_module: str, fn: str, message: str) -> None:
+    path = write(tmp_path / "t.yaml", edited("verifier: numeric", f"verifier: {verifier_module}:{fn}"))
+    match = one_located_error(path, "--allow-code", line=10, field="answer.verifier")
+    assert message in match["message"]
+
+
+def test_dotted_verifier_in_a_fresh_process(tmp_path: Path) -> None:
+    write(tmp_path / "mods" / "urpo_test_verifiers_sub.py", VERIFIER_MODULE)
+    path = write(tmp_path / "t.yaml", edited("verifier: numeric", "verifier: urpo_test_verifiers_sub:same"))
+    env = offline_env(PYTHONPATH=str(tmp_path / "mods"))
+    command = [sys.executable, "-m", "urpo_kit", "validate", str(path)]
+    refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "--allow-code" in refused.stderr and "Traceback" not in refused.stderr
+    allowed = subprocess.run(command + ["--allow-code"], env=env, capture_output=True, text=True, timeout=60)
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+
+
+# ------------------------------------------------------------------------------------------------ render
+def flat(text: str) -> str:
+    """Panel output without borders and wrapping, for substring checks."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
+
+
+def test_render_shows_prompts_and_gold() -> None:
+    path = ROOT / "tasks" / "arithmetic.yaml"
+    result = invoke("render", str(path), "--n", "3")
+    assert result.exit_code == 0, result.output
+    assert len(re.findall(r"arithmetic \(verifiable\) row \d+", result.output)) == 3
+    shown = flat(result.output)
+    prepared = prepare_task(path, limit=3)
+    for row, number in zip(prepared.rows.rows, prepared.rows.row_numbers):
+        ep = prepared.renderer.episode(row, row_number=number)
+        for message in ep.messages:
+            assert " ".join(message["content"].split()) in shown
+        assert f"gold {ep.gold}" in shown
+
+
+def test_render_preference_shows_the_gold_as_labels() -> None:
+    path = ROOT / "tasks" / "ranked-synthetic.yaml"
+    result = invoke("render", str(path), "--n", "3", "--seed", "5")
+    assert result.exit_code == 0, result.output
+    prepared = prepare_task(path, limit=3)
+    golds = re.findall(r"gold (Ranking: .+?)\s*│", result.output)
+    expected = []
+    for row, number in zip(prepared.rows.rows, prepared.rows.row_numbers):
+        ep = prepared.renderer.episode(row, row_number=number, seed=5)
+        expected.append("Ranking: " + " > ".join(f"[{ep.meta['labels'][i]}]" for i in ep.gold))
+    assert golds == expected
+
+
+def test_render_open_ended_and_overrides() -> None:
+    result = invoke("render", str(ROOT / "tasks" / "instructions-offline.yaml"), "--n", "2",
+                    "--set", 'player.prompt="TASK: {{ instruction }}"')
+    assert result.exit_code == 0, result.output
+    assert flat(result.output).count("TASK: ") == 2 and "gold none" in result.output
+
+
+def test_render_of_a_bad_task_is_one_located_error(tmp_path: Path) -> None:
+    path = write(tmp_path / "bad.yaml", edited('"{{ question }}"', '"{{ questoin }}"'))
+    result = invoke("render", str(path), "--n", "3")
+    assert result.exit_code == 2
+    (line,) = error_lines(result.output)
+    assert ERROR_LINE.match(line)["file"] == str(path)
+    markup = invoke("render", str(write(tmp_path / "m.yaml", GOOD + '"[/x]": 1\n')))
+    assert markup.exit_code == 2 and "unknown key `[/x]`" in markup.output
+
+
+# ------------------------------------------------------------------------------------------------ tasks
+def test_tasks_lists_the_shipped_tasks() -> None:
+    result = invoke("tasks", COLUMNS="80")  # also at a narrow width: names are not cut short
+    assert result.exit_code == 0
+    for path in TASKS:
+        spec = load_task(path)
+        assert re.search(rf"│ {re.escape(spec.name)}\s+│ {spec.kind}\s", result.output), (spec.name, result.output)
+
+
+def test_tasks_marks_invalid_files_and_lists_generators(tmp_path: Path) -> None:
+    write(tmp_path / "good.yaml", GOOD)
+    write(tmp_path / "bad.yaml", edited("n: 5,", "n: five,"))
+    result = invoke("tasks", "--folder", str(tmp_path))
+    assert result.exit_code == 0 and "invalid" in result.output and "verifiable" in result.output
+    generators = invoke("tasks", "--generators")
+    for name in ("arithmetic", "preference_pairs", "preference_ranked", "instructions"):
+        assert re.search(rf"^{name}\s+\S", generators.output, re.MULTILINE)
+
+
+def test_help_lists_the_commands() -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("validate", "render", "tasks"):
+        assert command in result.output

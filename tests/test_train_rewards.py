@@ -1,0 +1,261 @@
+"""Training reward functions on crafted completions, the self-referee with a fake backend, the batch layout rules.
+
+No model: the reward functions are called the way TRL 1.16 calls them (prompts, completions as chat messages,
+completion_ids, the dataset's extra columns, log_metric), on episodes rendered from the shipped offline tasks.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Sequence
+
+import pytest
+from test_referee import FakeReferee, scripted
+
+from urpo_kit.compiler import prepare_task
+from urpo_kit.config.schema import Grpo, Recipe, TaskRef
+from urpo_kit.recast import Episode
+from urpo_kit.referee import SamplingParams
+from urpo_kit.train.layout import LayoutError, batch_layout
+from urpo_kit.train.metrics import spearman
+from urpo_kit.train.rewards import (
+    OpenEndedReward,
+    PreferenceReward,
+    StepObserver,
+    VerifiableReward,
+    reward_functions,
+)
+from urpo_kit.train.self_referee import PING, SelfReferee, StepBackend
+
+TASKS = Path(__file__).resolve().parents[1] / "tasks"
+
+
+def episodes(task: str, n: int, overrides: Sequence[str] = ()) -> tuple[Any, list[Episode]]:
+    prepared = prepare_task(TASKS / task, overrides, limit=n)
+    eps = [prepared.renderer.episode(row, row_number=num, position=i)
+           for i, (row, num) in enumerate(zip(prepared.rows.rows, prepared.rows.row_numbers))]
+    return prepared.spec, eps
+
+
+def trl_batch(groups: list[tuple[Episode, list[str]]], position_offset: int = 0) -> dict[str, Any]:
+    """What TRL passes a reward function: each prompt's G completions next to each other."""
+    out: dict[str, list] = defaultdict(list)
+    for ep, completions in groups:
+        record = ep.to_record()
+        for text in completions:
+            out["prompts"].append(record["prompt"])
+            out["completions"].append([{"role": "assistant", "content": text}])
+            out["completion_ids"].append(list(range(len(text.split()))))
+            for key in ("task", "kind", "gold", "meta"):
+                out[key].append(record[key])
+    return dict(out)
+
+
+class Metrics:
+    """Collects `log_metric` calls the way TRL averages them (mean of every value logged under a name)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[float]] = defaultdict(list)
+
+    def __call__(self, name: str, value: float) -> None:
+        self.values[name].append(value)
+
+    def mean(self, name: str) -> float:
+        return statistics.fmean(self.values[name])
+
+
+def recipe_for(*task_files: str) -> Recipe:
+    return Recipe(tasks=[TaskRef(task=TASKS / f) for f in task_files])
+
+
+# --------------------------------------------------------------------------------------------- verifiable
+def test_verifiable_reward_on_crafted_completions():
+    spec, [ep] = episodes("arithmetic.yaml", 1)
+    gold = ep.gold
+    completions = [f"So \\boxed{{{gold}}}.", f"\\boxed{{{int(gold) + 1}}}", f"the answer is {gold}", ""]
+    metrics = Metrics()
+    fn = VerifiableReward({spec.name: spec})
+    rewards = fn(**trl_batch([(ep, completions)]), log_metric=metrics)
+    # correct 1.0 + format 0.1; a boxed wrong answer earns the format term only; no box earns nothing
+    assert rewards == pytest.approx([1.1, 0.1, 0.0, 0.0])
+    assert fn.__name__ == "verifiable"
+    assert metrics.mean("arithmetic/player/accuracy") == 0.25
+    assert metrics.mean("arithmetic/player/answer_rate") == 0.5
+    assert metrics.mean("arithmetic/player/reward_mean") == pytest.approx(0.3)
+    assert metrics.values["arithmetic/player/zero_var_frac"] == [0.0]
+
+
+def test_each_reward_function_returns_none_for_other_kinds():
+    arith, [a] = episodes("arithmetic.yaml", 1)
+    pairs, [p] = episodes("pairs-synthetic.yaml", 1)
+    tasks = {arith.name: arith, pairs.name: pairs}
+    batch = trl_batch([(a, ["\\boxed{1}"] * 2), (p, ["Ranking: [1] > [2]"] * 2)])
+    assert VerifiableReward(tasks)(**batch)[2:] == [None, None]
+    assert PreferenceReward(tasks)(**batch)[:2] == [None, None]
+    assert all(r is not None for r in VerifiableReward(tasks)(**batch)[:2])
+
+
+def test_group_with_equal_rewards_counts_as_zero_variance():
+    spec, [ep] = episodes("arithmetic.yaml", 1)
+    metrics = Metrics()
+    VerifiableReward({spec.name: spec})(**trl_batch([(ep, ["no idea"] * 4)]), log_metric=metrics)
+    assert metrics.values["arithmetic/player/zero_var_frac"] == [1.0]
+    assert metrics.values["arithmetic/player/reward_std"] == [0.0]
+
+
+# --------------------------------------------------------------------------------------------- preference
+def test_preference_reward_scores_the_ranking_against_the_gold():
+    spec, [ep] = episodes("pairs-synthetic.yaml", 1)
+    labels = ep.meta["labels"]
+    right = "Ranking: " + " > ".join(f"[{labels[i]}]" for i in ep.gold)
+    wrong = "Ranking: " + " > ".join(f"[{labels[i]}]" for i in reversed(ep.gold))
+    metrics = Metrics()
+    rewards = PreferenceReward({spec.name: spec})(**trl_batch([(ep, [right, wrong, "I cannot decide.", right])]),
+                                                  log_metric=metrics)
+    assert rewards == pytest.approx([1.1, 0.1, 0.0, 1.1])
+    assert metrics.mean("pairs-synthetic/referee/accuracy") == 0.5
+    assert metrics.mean("pairs-synthetic/referee/parse_rate") == 0.75
+    assert len(metrics.values["pairs-synthetic/referee/first_shown_best_rate"]) == 3  # parsed ones only
+
+
+# --------------------------------------------------------------------------------------------- self-referee
+def open_ended(n: int = 1, overrides: Sequence[str] = ()):
+    spec, eps = episodes("instructions-offline.yaml", n, overrides)
+    return spec, eps
+
+
+def test_self_referee_ranks_a_group_whose_order_is_known():
+    # the fake referee prefers the answer holding the largest number, whatever the shuffled order shown
+    spec, [ep] = open_ended()
+    backend = FakeReferee()
+    referee = SelfReferee([spec], recipe_for("instructions-offline.yaml"), StepBackend(backend))
+    metrics = Metrics()
+    answers = ["answer 3", "answer 9", "answer 5", "answer 1"]
+    rewards = OpenEndedReward({spec.name: spec}, referee)(**trl_batch([(ep, answers)]), log_metric=metrics)
+    # rank r of G=4 gets (4 - r) / 3; no length penalty below 200 tokens
+    assert rewards == pytest.approx([1 / 3, 1.0, 2 / 3, 0.0])
+    assert backend.calls == [1]  # one listwise judgment, one generate call
+    assert metrics.values["instructions-offline/referee/parse_rate"] == [1.0]
+    assert metrics.values["instructions-offline/referee/no_signal_rate"] == [0.0]
+    assert "instructions-offline/referee/time_s" in metrics.values
+
+
+def test_self_referee_fixed_ranking_without_shuffle():
+    spec, [ep] = open_ended(overrides=["self_referee.debias=none"])
+    referee = SelfReferee([spec], recipe_for("instructions-offline.yaml"),
+                          StepBackend(scripted("Ranking: [2] > [1] > [4] > [3]")))
+    rewards = OpenEndedReward({spec.name: spec}, referee)(**trl_batch([(ep, ["a", "b", "c", "d"])]))
+    assert rewards == pytest.approx([2 / 3, 1.0, 0.0, 1 / 3])
+
+
+def test_failed_referee_parse_gives_equal_rewards_and_is_counted():
+    spec, [ep] = open_ended()
+    referee = SelfReferee([spec], recipe_for("instructions-offline.yaml"), StepBackend(scripted("They are all good.")))
+    metrics = Metrics()
+    rewards = OpenEndedReward({spec.name: spec}, referee)(**trl_batch([(ep, ["a", "bb", "c", "d"])]),
+                                                          log_metric=metrics)
+    assert len(set(rewards)) == 1
+    assert metrics.values["instructions-offline/referee/no_signal_rate"] == [1.0]
+    assert metrics.values["instructions-offline/referee/parse_rate"] == [0.0]
+    assert metrics.values["instructions-offline/player/zero_var_frac"] == [1.0]
+
+
+def test_all_open_ended_groups_of_a_step_are_judged_in_one_call():
+    spec, eps = open_ended(3)
+    backend = FakeReferee()
+    referee = SelfReferee([spec], recipe_for("instructions-offline.yaml"), StepBackend(backend))
+    batch = trl_batch([(ep, [f"n {i}", f"n {i + 5}"]) for i, ep in enumerate(eps)])
+    rewards = OpenEndedReward({spec.name: spec}, referee)(**batch)
+    assert backend.calls == [3]
+    assert rewards == pytest.approx([0.0, 1.0] * 3)
+
+
+def test_a_rank_with_nothing_to_judge_still_calls_the_backend_once():
+    spec, _ = open_ended()
+    arith, [a] = episodes("arithmetic.yaml", 1)
+    backend = FakeReferee(lambda _: "ok")
+    seen: list[tuple[int, int]] = []
+
+    class Recording:
+        def generate(self, prompts, sampling: SamplingParams):
+            seen.append((len(prompts), sampling.max_new_tokens))
+            return backend.generate(prompts, sampling)
+
+    referee = SelfReferee([spec], recipe_for("instructions-offline.yaml"), StepBackend(Recording()))
+    rewards = OpenEndedReward({spec.name: spec, arith.name: arith}, referee)(**trl_batch([(a, ["x", "y"])]))
+    assert rewards == [None, None]
+    assert seen == [(1, 1)]  # one 1-token generation from the ping prompt, so collectives stay aligned
+    assert backend.calls == [1]
+
+
+def test_ping_prompt_is_a_single_short_message():
+    assert PING == [{"role": "user", "content": "."}]
+
+
+def test_self_referee_uses_the_referee_role_sampling_under_the_task_overrides():
+    spec, _ = open_ended(overrides=["self_referee.sampling.temperature=0.3"])
+    recipe = recipe_for("instructions-offline.yaml")
+    judge = SelfReferee([spec], recipe).judges[spec.name]
+    assert judge.sampling == SamplingParams(temperature=0.3, top_p=recipe.roles.referee.top_p, max_new_tokens=64)
+
+
+def test_both_orders_agreement_is_logged():
+    spec, [ep] = open_ended(overrides=["self_referee.debias=both_orders"])
+    referee = SelfReferee([spec], recipe_for("instructions-offline.yaml"), StepBackend(FakeReferee()))
+    metrics = Metrics()
+    OpenEndedReward({spec.name: spec}, referee)(**trl_batch([(ep, ["1", "22 22", "333 333 333", "4"])]),
+                                                log_metric=metrics)
+    assert metrics.values["instructions-offline/referee/both_orders_agreement"] == [1.0]
+    # the perfect referee ranks by value: 333 > 22 > 4 > 1, and length 3 > 2 > 1 = 1
+    assert metrics.values["instructions-offline/referee/rank_length_spearman"][0] > 0.9
+
+
+def test_positions_are_recorded_per_step():
+    spec, [a, b] = episodes("arithmetic.yaml", 2)
+    observer = StepObserver()
+    [fn] = reward_functions({spec.name: spec}, allow_code=False, referee=None, observer=observer)
+    fn(**trl_batch([(a, ["x", "y"]), (b, ["z", "w"])]), trainer_state=SimpleNamespace(global_step=6))
+    assert observer.drain() == {7: [0, 1]}
+    assert observer.drain() == {}
+
+
+def test_train_judgments_is_refused_up_front():
+    spec, _ = open_ended(overrides=["self_referee.train_judgments=true"])
+    with pytest.raises(Exception, match="train_judgments"):
+        SelfReferee([spec], recipe_for("instructions-offline.yaml"))
+
+
+# --------------------------------------------------------------------------------------------- metrics
+def test_spearman():
+    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 1, 1], [1, 2, 3]) is None
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486832980505138)
+
+
+# --------------------------------------------------------------------------------------------- layout
+def test_layout_consumes_prompts_per_step_times_group_size():
+    layout = batch_layout(Grpo(prompts_per_step=8, group_size=4), 2, whole_groups=True)
+    assert layout.generation_batch_size == 32
+    assert layout.per_device_train_batch_size == 16 and layout.gradient_accumulation_steps == 1
+    layout = batch_layout(Grpo(prompts_per_step=8, group_size=4, per_device_batch_size=4), 1, whole_groups=True)
+    assert (layout.per_device_train_batch_size, layout.gradient_accumulation_steps) == (4, 8)
+    assert layout.steps_per_generation == 8 and layout.generation_batch_size == 32
+
+
+def test_layout_refuses_split_groups_only_when_the_self_referee_needs_them_whole():
+    grpo = Grpo(prompts_per_step=3, group_size=4)
+    with pytest.raises(LayoutError, match="splits prompt groups"):
+        batch_layout(grpo, 2, whole_groups=True)
+    assert not batch_layout(grpo, 2, whole_groups=False).whole_groups_per_process
+
+
+@pytest.mark.parametrize("grpo", [Grpo(prompts_per_step=3, group_size=3), Grpo(prompts_per_step=4, group_size=4,
+                                                                                per_device_batch_size=3),
+                                  Grpo(prompts_per_step=4, group_size=4, gradient_accumulation_steps=3)])
+def test_layout_refuses_uneven_splits(grpo):
+    with pytest.raises(LayoutError):
+        batch_layout(grpo, 2, whole_groups=False)

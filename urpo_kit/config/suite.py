@@ -1,0 +1,125 @@
+"""Eval suites: which player, referee and win-rate benchmarks to run, on what data, with which sampling.
+
+A suite is a YAML file validated like tasks and recipes (unknown keys are errors, every error names file and line).
+The same suite drives `urpo-kit eval` and the trainer's held-out evaluation, so both report the same numbers.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, PrivateAttr, model_validator
+
+from urpo_kit.config.loader import Overrides, load_model
+from urpo_kit.config.schema import ModelSpec, OutputPath, RefereePrompt, RoleSampling, Sampling, Source, Strict
+
+__all__ = ["EvalSuite", "EvalSampling", "PlayerBenchmark", "RefereeBenchmark", "WinRateBenchmark", "load_suite"]
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+
+
+class EvalSampling(Strict):
+    """Suite-wide sampling per role; greedy by default so that two runs of one checkpoint agree."""
+
+    player: RoleSampling = Field(default_factory=lambda: RoleSampling(temperature=0.0, max_new_tokens=256))
+    referee: RoleSampling = Field(default_factory=lambda: RoleSampling(temperature=0.0, max_new_tokens=64))
+
+
+class _Benchmark(Strict):
+    name: str | None = Field(None, pattern=NAME_PATTERN,
+                             description="metrics key (`player/NAME/accuracy`); default: the task's name")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="key.path: value overrides for `task`")
+    limit: int | None = Field(None, ge=1, description="evaluate at most this many rows (default: the suite's limit)")
+    sampling: Sampling = Field(default_factory=Sampling, description="overrides of the suite's sampling for this role")
+
+
+class PlayerBenchmark(_Benchmark):
+    """A player benchmark run through lm-eval: one of our verifiable tasks (exported) or an lm-eval task by name."""
+
+    task: Path | None = Field(None, description="verifiable task YAML, exported as an lm-eval task")
+    lm_eval: str | None = Field(None, description="an lm-eval task name (gsm8k, minerva_math, ...); needs its data")
+    stop: list[str] = Field(default_factory=list, description="stop sequences (the eos token always stops)")
+    metric: str | None = Field(None, description="lm-eval metric reported as accuracy, e.g. `exact_match,strict-match` "
+                                                 "(default: the first one)")
+    num_fewshot: int | None = Field(None, ge=0, description="few-shot examples (lm-eval tasks by name only)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "PlayerBenchmark":
+        if (self.task is None) == (self.lm_eval is None):
+            raise ValueError("give exactly one of `task` (our verifiable task) or `lm_eval` (an lm-eval task name)")
+        if self.lm_eval is not None and self.overrides:
+            raise ValueError("`overrides` apply to `task` only")
+        if self.task is not None and (self.metric is not None or self.num_fewshot is not None):
+            raise ValueError("`metric` and `num_fewshot` apply to `lm_eval` tasks only")
+        return self
+
+
+class RefereeBenchmark(_Benchmark):
+    """Pairwise (or best-of-N) accuracy of the model as referee on data with a known best response."""
+
+    task: Path | None = Field(None, description="preference task YAML: its gold order and its referee prompt")
+    source: Source | None = Field(None, description="RewardBench-format rows (prompt, chosen, rejected[, subset]) "
+                                                    "or hh-rlhf transcripts (chosen, rejected)")
+    format: Literal["auto", "rewardbench", "hh-rlhf"] = Field(
+        "auto", description="row format of `source`; auto: rows with a `prompt` are RewardBench, else hh-rlhf")
+    order: Literal["random", "both_orders"] = Field(
+        "random", description="random: one seeded order per item (RewardBench); both_orders: a win only when both "
+                              "presentation orders pick the best")
+    candidates: int | None = Field(None, ge=2, description="best-of-N: the best and the first N-1 others "
+                                                           "(RewardBench 2 uses 4); rows with fewer are skipped")
+    mode: Literal["listwise", "pairwise"] = Field("listwise", description="judge prompt: rank all, or compare pairs")
+    referee: RefereePrompt | None = Field(None, description="referee prompt (default: the task's, else by mode)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "RefereeBenchmark":
+        if (self.task is None) == (self.source is None):
+            raise ValueError("give exactly one of `task` (a preference task) or `source` (a preference file)")
+        if self.task is None and self.overrides:
+            raise ValueError("`overrides` apply to `task` only")
+        if self.task is not None and self.format != "auto":
+            raise ValueError("`format` applies to `source` only")
+        return self
+
+
+class WinRateBenchmark(_Benchmark):
+    """Open-ended answers against reference answers, judged pairwise (the AlpacaEval protocol, not its score)."""
+
+    task: Path = Field(..., description="open-ended task YAML: its player prompt is what the model answers")
+    reference: str = Field(..., description="Jinja2 template rendering the reference answer from a row, "
+                                            "e.g. `{{ output }}`")
+    judge: ModelSpec | None = Field(None, description="judge model (default: the evaluated model itself)")
+    referee: RefereePrompt | None = Field(None, description="judge prompt (default: referee/pair.j2)")
+    judge_sampling: Sampling = Field(default_factory=Sampling, description="overrides of the referee sampling")
+
+
+class EvalSuite(Strict):
+    """An eval suite file (see recipes/eval/)."""
+
+    _origin: Path | None = PrivateAttr(None)  # the YAML file this suite was loaded from (set by the loader)
+    _positions: Any = PrivateAttr(None)  # loader.PositionMap
+
+    name: str = Field(..., pattern=NAME_PATTERN)
+    description: str | None = None
+    model: ModelSpec = Field(default_factory=ModelSpec, description="model for `urpo-kit eval` (`--model` overrides)")
+    player: list[PlayerBenchmark] = Field(default_factory=list)
+    referee: list[RefereeBenchmark] = Field(default_factory=list)
+    winrate: list[WinRateBenchmark] = Field(default_factory=list)
+    sampling: EvalSampling = Field(default_factory=EvalSampling)
+    batch_size: int = Field(16, ge=1, description="generation batch size (lm-eval's HFLM and the referee)")
+    limit: int | None = Field(None, ge=1, description="default row limit of every benchmark")
+    seed: int = Field(0, description="seed of presentation orders (and lm-eval's seeds stay its defaults)")
+    output_dir: Annotated[Path, OutputPath()] = Path("runs/eval")
+    allow_code: bool = Field(False, description="allow dotted-path `pkg.mod:fn` verifiers and generators")
+
+    @model_validator(mode="after")
+    def _something_to_run(self) -> "EvalSuite":
+        if not (self.player or self.referee or self.winrate):
+            raise ValueError("a suite needs at least one `player`, `referee` or `winrate` benchmark")
+        return self
+
+
+def load_suite(path: str | os.PathLike[str], overrides: Overrides = ()) -> EvalSuite:
+    """An eval suite YAML; task, source and template paths come back absolute (relative to the suite's folder)."""
+    return load_model(EvalSuite, path, overrides)

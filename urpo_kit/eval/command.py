@@ -1,0 +1,58 @@
+"""`urpo-kit eval`: run a suite on a model into a run folder, or compare two run folders."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from urpo_kit.errors import UrpoError
+
+__all__ = ["eval_command"]
+
+
+def _table(title: str, header: Sequence[str], rows: list[Sequence[str]]) -> Table:
+    table = Table(*header, title=title)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def eval_command(args: Sequence[str], *, model: str | None, output: Path | None, compare: bool, progress: bool,
+                 console: Console) -> Path:
+    """`args` is SUITE.yaml followed by overrides, or (with `compare`) two run folders; returns the folder written."""
+    if compare:
+        if len(args) != 2 or model is not None:
+            raise UrpoError("--compare takes exactly two run folders: urpo-kit eval --compare RUN_A RUN_B")
+        from urpo_kit.eval.report import compare_runs
+
+        run_a, run_b = Path(args[0]), Path(args[1])
+        folder = output or Path("runs") / f"compare-{run_a.name}-vs-{run_b.name}"
+        rows = compare_runs(run_a, run_b, folder)
+        console.print(_table(f"A = {run_a}   B = {run_b}", ["metric", "A", "B", "B - A"],
+                             [[k, _num(a), _num(b), _num(b - a if a is not None and b is not None else None)]
+                              for k, a, b in rows]))
+        console.print(f"written: {folder}/compare.md, {folder}/compare.png")
+        return folder
+    if not args:
+        raise UrpoError("give a suite YAML (or --compare RUN_A RUN_B)")
+    suite_path, overrides = Path(args[0]), list(args[1:])
+    from urpo_kit.config.suite import load_suite
+    from urpo_kit.eval.runner import run_suite
+    from urpo_kit.models import load_model, load_tokenizer
+
+    suite = load_suite(suite_path, [*overrides, *([f"model.name={model}"] if model else [])])
+    folder = output or suite.output_dir / f"{suite.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    console.print(f"loading {suite.model.name}")
+    metrics = run_suite(suite, load_model(suite.model), load_tokenizer(suite.model), folder, progress=progress)
+    console.print(_table(f"{suite.name} on {suite.model.name}", ["metric", "value"],
+                         [[k, _num(v)] for k, v in metrics.items()]))
+    console.print(f"written: {folder}/results.json, report.md, charts.png")
+    return folder

@@ -1,0 +1,161 @@
+"""The player side of `urpo-kit eval`: lm-eval, fed our verifiable tasks as generated task folders.
+
+Export: each row is rendered by the task's own renderer (the exact chat messages training uses) into a jsonl with
+`system`, `user` and `gold` columns; the generated task YAML reads it with `dataset_path: json` and an absolute
+`data_files` path, turns `system` into the system message (`description: system`) and `user` into the user message,
+generates with `generate_until`, and scores with a `process_results` that calls our `extract_answer` and verifier.
+Run: the model is handed to lm-eval's `HFLM` in memory with its tokenizer and batch size (`simple_evaluate` ignores
+`batch_size` for a model object) and `apply_chat_template=True`, fully offline for exported tasks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from urpo_kit.compiler import PreparedTask
+from urpo_kit.config.schema import VerifiableTask
+from urpo_kit.referee import SamplingParams
+from urpo_kit.rewards import extract_answer, get_verifier
+
+__all__ = ["ExportedTask", "Scorer", "export_task", "lm_eval_offline", "run_lm_eval", "sample_records"]
+
+DATA_FILE = "data.jsonl"
+TASK_FILE = "task.yaml"
+UTILS_FILE = "utils.py"
+
+
+class Scorer:
+    """lm-eval `process_results` for an exported task: our extraction and verifier on the one generation.
+
+    `accuracy` is the verifier's score and `extracted` whether an answer could be extracted at all (the format rate).
+    """
+
+    def __init__(self, extract: str, verifier: str, verifier_args: dict[str, Any] | None = None,
+                 allow_code: bool = False):
+        self.extract, self.verifier_args = extract, dict(verifier_args or {})
+        self.verifier = get_verifier(verifier, allow_code=allow_code)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Scorer":
+        return cls(**json.loads(text))
+
+    def __call__(self, doc: dict[str, Any], results: Sequence[str]) -> dict[str, float]:
+        answer = extract_answer(results[0], self.extract)
+        correct = 0.0 if answer is None else float(self.verifier(answer, doc["gold"], **self.verifier_args))
+        return {"accuracy": correct, "extracted": float(answer is not None)}
+
+
+@dataclass(frozen=True)
+class ExportedTask:
+    """An lm-eval task folder written from one of our tasks."""
+
+    name: str               # the lm-eval task name
+    folder: Path            # pass as TaskManager(include_path=...)
+    data: Path              # the rendered rows
+    rows: int
+
+
+def generation_kwargs(sampling: SamplingParams, stop: Sequence[str]) -> dict[str, Any]:
+    """lm-eval generation settings for our sampling: greedy at temperature 0 (lm-eval adds the eos stop itself)."""
+    kwargs: dict[str, Any] = {"until": list(stop), "max_gen_toks": sampling.max_new_tokens}
+    if sampling.temperature > 0:
+        kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+    else:
+        kwargs.update(do_sample=False, temperature=0.0)
+    return kwargs
+
+
+def export_task(prepared: PreparedTask, folder: Path, *, name: str, sampling: SamplingParams,
+                stop: Sequence[str] = (), allow_code: bool = False) -> ExportedTask:
+    """Write `folder/{data.jsonl, task.yaml, utils.py}` for a verifiable task whose rows are already loaded."""
+    spec = prepared.spec
+    if not isinstance(spec, VerifiableTask):
+        raise ValueError(f"task {spec.name} is {spec.kind}: only verifiable tasks are player benchmarks")
+    folder = folder.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / DATA_FILE
+    with data.open("w", encoding="utf-8") as f:
+        for row, number in zip(prepared.rows.rows, prepared.rows.row_numbers):
+            episode = prepared.renderer.episode(row, row_number=number)
+            system = "".join(m["content"] for m in episode.messages if m["role"] == "system")
+            record = {"system": system, "user": episode.messages[-1]["content"], "gold": episode.gold, "row": number}
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    config = {
+        "task": name,
+        "dataset_path": "json",
+        # the datasets cache stays in the run folder rather than in the user's home
+        "dataset_kwargs": {"data_files": {"test": str(data)}, "cache_dir": str(folder / ".cache")},
+        "test_split": "test",
+        "output_type": "generate_until",
+        "description": "system",  # a column name: lm-eval makes each row's `system` its system message
+        "doc_to_text": "user",
+        "doc_to_target": "gold",
+        "generation_kwargs": generation_kwargs(sampling, stop),
+        "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True}
+                        for m in ("accuracy", "extracted")],
+        "metadata": {"version": 1.0, "source_task": spec.name},
+    }
+    text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+    (folder / TASK_FILE).write_text(text + "process_results: !function utils.process_results\n", encoding="utf-8")
+    scorer = {"extract": spec.answer.extract, "verifier": spec.answer.verifier,
+              "verifier_args": spec.answer.verifier_args, "allow_code": allow_code}
+    (folder / UTILS_FILE).write_text(
+        '"""Generated by urpo-kit: scores generations with the task\'s own extraction and verifier."""\n\n'
+        "from urpo_kit.eval.lm_bridge import Scorer\n\n"
+        f"process_results = Scorer.from_json({json.dumps(json.dumps(scorer, default=str))})\n",
+        encoding="utf-8",
+    )
+    return ExportedTask(name, folder, data, len(prepared.rows.rows))
+
+
+@contextlib.contextmanager
+def lm_eval_offline() -> Iterator[None]:
+    """HF_HUB_OFFLINE / HF_DATASETS_OFFLINE for the run, in the environment and in the already-imported libraries."""
+    from urpo_kit.sources.hf import _cache_only  # the libraries read the flags at import time; this patches them
+
+    keys = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update({k: "1" for k in keys})
+    try:
+        with _cache_only():
+            yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_lm_eval(model: Any, tokenizer: Any, tasks: Sequence[str], *, include_path: Path | None,
+                batch_size: int, limit: int | None = None, num_fewshot: int | None = None,
+                gen_kwargs: dict[str, Any] | None = None, offline: bool = True) -> dict[str, Any]:
+    """lm-eval's result dict (with per-sample logs under `samples`) for an in-memory model.
+
+    lm-eval's built-in task index takes ~20 s to build, so it is only read when a task is not one of ours.
+    """
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    with lm_eval_offline() if offline else contextlib.nullcontext():
+        manager = TaskManager(include_path=str(include_path) if include_path else None,
+                              include_defaults=include_path is None)
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+        return simple_evaluate(model=lm, tasks=list(tasks), task_manager=manager, limit=limit,
+                               num_fewshot=num_fewshot, gen_kwargs=gen_kwargs, apply_chat_template=True,
+                               log_samples=True)
+
+
+def sample_records(samples: list[dict[str, Any]]) -> Iterator[str]:
+    """lm-eval's per-sample log as jsonl lines (documents hold no tensors, but keep anything odd printable)."""
+    for sample in samples:
+        yield json.dumps(sample, ensure_ascii=False, default=str)

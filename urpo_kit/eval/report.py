@@ -1,0 +1,194 @@
+"""The run folder of an evaluation: results.json (every number, the suite, the model, versions, data hashes),
+report.md (a table per benchmark kind, with the formulas) and charts.png; and the side-by-side comparison of two runs.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from urpo_kit.config.loader import origin_of
+from urpo_kit.errors import UrpoError
+
+if TYPE_CHECKING:
+    from urpo_kit.eval.runner import SuiteResult
+
+__all__ = ["CHART_FILE", "REPORT_FILE", "RESULTS_FILE", "compare_runs", "headline", "load_run", "write_run"]
+
+RESULTS_FILE = "results.json"
+REPORT_FILE = "report.md"
+CHART_FILE = "charts.png"
+PACKAGES = ("urpo-kit", "torch", "transformers", "lm_eval", "datasets", "numpy")
+
+FORMULAS = """\
+## How the numbers are computed
+
+- **Player accuracy** (our tasks, run through lm-eval): mean over rows of `verifier(extract(generation), gold)`, the
+  task's own extraction and verifier; **extracted** is the share of generations from which an answer could be
+  extracted. lm-eval tasks by name report lm-eval's own metric (named in the table).
+- **Referee accuracy** (RewardBench protocol for generative judges): each item is shown in an order drawn with
+  `numpy.random.RandomState(seed)` item by item (a pair is swapped when `rand() > 0.5`; with N candidates the best
+  is swapped to position `randint(0, N)`, as RewardBench 2 does). A pick of the best response scores 1, another
+  pick 0, an unparseable judgment 1/N (0.5 for a pair) and is also counted under *parse failures*.
+  With `both_orders` each item is judged in that order and in reverse: 1 when both pick the best, 0 when both pick
+  the same other response, 1/N otherwise; **consistency** = share of items whose two judgments (both parsed)
+  picked the same response, and **random-order accuracy** scores the first order alone (equal to `order: random`).
+  **first position** = share of parsed judgments that picked the response shown first (0.5 means no position bias
+  on balanced data). **reward** = mean of the task's ranking score over judgments (unparsed: 0), the training
+  reward's correctness term.
+- **RewardBench sections** (v1, `calculate_scores_per_section`): for each section k,
+  `section_k = sum_s(acc_s * EXAMPLE_COUNTS[s]) / sum_s(EXAMPLE_COUNTS[s])` over its subsets s present in the data;
+  the **score** is the mean of the sections present (prior sets are not folded in).
+- **Win rate (AlpacaEval-protocol, judge=X)**: the model's answer against the reference answer, shown in the same
+  seeded random order; `(wins + draws / 2) / items`, where an unparseable judgment is a draw. This follows the
+  AlpacaEval protocol with the named judge; it is not an AlpacaEval score.
+"""
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _payload(result: SuiteResult) -> dict[str, Any]:
+    origin = origin_of(result.suite)
+    return {
+        "suite": result.suite.model_dump(mode="json"),
+        "suite_file": str(origin) if origin else None,
+        "model": result.model,
+        "versions": versions(),
+        "started": result.started,
+        "seconds": result.seconds,
+        "metrics": result.metrics,
+        "player": result.player,
+        "referee": result.referee,
+        "winrate": result.winrate,
+    }
+
+
+def write_run(result: SuiteResult, folder: Path) -> None:
+    """results.json, report.md and charts.png in `folder` (the per-sample logs are already there)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = _payload(result)
+    (folder / RESULTS_FILE).write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n",
+                                       encoding="utf-8")
+    (folder / REPORT_FILE).write_text(report_markdown(payload), encoding="utf-8")
+    values = headline(payload)
+    if values:
+        bar_chart({k: [v] for k, v in values.items()}, [payload["model"]["name"]], folder / CHART_FILE,
+                  f"{payload['suite']['name']}: headline metrics")
+
+
+def load_run(folder: Path) -> dict[str, Any]:
+    path = folder / RESULTS_FILE if folder.is_dir() else folder
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise UrpoError(f"{path}: not an eval run ({e})") from None
+
+
+def headline(payload: dict[str, Any]) -> dict[str, float]:
+    """The metrics worth a bar: accuracy per player and referee benchmark, consistency, win rate."""
+    wanted = ("/accuracy", "/consistency", "/win_rate")
+    return {k: v for k, v in payload["metrics"].items() if k.endswith(wanted) and not k.startswith("eval/")}
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 1:
+        return str(int(value))
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _table(header: Sequence[str], rows: list[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(c) if not isinstance(c, str) else c.replace("|", "\\|") for c in row) + " |"
+              for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def report_markdown(payload: dict[str, Any]) -> str:
+    suite, model = payload["suite"], payload["model"]
+    parts = [f"# Eval: {suite['name']}\n",
+             f"model `{model['name']}` ({model['parameters']:,} parameters, {model['dtype']}), "
+             f"started {payload['started']}, {payload['seconds']:.1f} s. "
+             + ", ".join(f"{k} {v}" for k, v in payload["versions"].items()) + "\n"]
+    if payload["player"]:
+        rows = [[p["name"], p.get("source") or f"lm-eval `{p['lm_eval_task']}` ({p.get('accuracy_metric')})",
+                 p.get("rows"), p["metrics"]["accuracy"], p["metrics"].get("extracted"), p["seconds"]]
+                for p in payload["player"]]
+        parts += ["## Player\n", _table(["benchmark", "data", "rows", "accuracy", "extracted", "seconds"], rows)]
+    if payload["referee"]:
+        rows = [[r["name"], r["source"], r["order"], r["metrics"]["n"], r["metrics"]["accuracy"],
+                 r["metrics"]["parse_failures"], r["metrics"].get("consistency"), r["metrics"]["first_position"],
+                 r["metrics"].get("random_order_accuracy"), r["seconds"]] for r in payload["referee"]]
+        parts += ["## Referee\n", _table(["benchmark", "data", "order", "items", "accuracy", "parse failures",
+                                          "consistency", "first position", "random-order accuracy", "seconds"], rows)]
+        for r in payload["referee"]:
+            if len(r["subsets"]) > 1 or r["sections"]:
+                rows = [[s, v["n"], v["accuracy"]] for s, v in r["subsets"].items()]
+                rows += [[f"**{s}** (section)", "", v] for s, v in r["sections"].items()]
+                parts += [f"### {r['name']}: subsets\n", _table(["subset", "items", "accuracy"], rows)]
+    if payload["winrate"]:
+        rows = [[f"{w['name']} ({w['label']})", w["metrics"]["n"], w["metrics"]["win_rate"],
+                 w["metrics"]["parse_failures"], w["metrics"]["answer_chars"], w["metrics"]["reference_chars"],
+                 w["seconds"]] for w in payload["winrate"]]
+        parts += ["## Win rate\n", _table(["benchmark", "items", "win rate", "parse failures (draws)",
+                                           "answer chars", "reference chars", "seconds"], rows)]
+    if payload["player"] or payload["referee"] or payload["winrate"]:
+        parts.append(f"Charts: `{CHART_FILE}`. Per-sample logs: "
+                     + ", ".join(f"`{f}`" for p in payload["player"] for f in p.get("samples_files", []))
+                     + "".join(f", `{r['log_file']}`" for r in payload["referee"] + payload["winrate"]) + ".\n")
+    parts.append(FORMULAS)
+    return "\n".join(parts)
+
+
+def bar_chart(values: dict[str, list[float]], series: Sequence[str], path: Path, title: str) -> None:
+    """Horizontal grouped bars, one group per metric and one bar per series (run), values in [0, 1]."""
+    from matplotlib.figure import Figure
+
+    labels = list(values)
+    height = 0.8 / len(series)
+    fig = Figure(figsize=(9, 1.2 + 0.45 * len(labels) * len(series)))
+    ax = fig.add_subplot()
+    for s, name in enumerate(series):
+        ys = [i + (s - (len(series) - 1) / 2) * height for i in range(len(labels))]
+        xs = [values[k][s] if not math.isnan(values[k][s]) else 0.0 for k in labels]
+        bars = ax.barh(ys, xs, height=height, label=name)
+        ax.bar_label(bars, labels=[_fmt(values[k][s]) for k in labels], padding=3, fontsize=8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.1)
+    ax.set_title(title)
+    if len(series) > 1:
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def compare_runs(run_a: Path, run_b: Path, output: Path) -> list[tuple[str, float | None, float | None]]:
+    """Every metric of two runs side by side; writes compare.md and compare.png to `output` and returns the rows."""
+    a, b = load_run(run_a), load_run(run_b)
+    keys = list(dict.fromkeys([*a["metrics"], *b["metrics"]]))
+    rows = [(k, a["metrics"].get(k), b["metrics"].get(k)) for k in keys]
+    output.mkdir(parents=True, exist_ok=True)
+    names = [f"A: {run_a}", f"B: {run_b}"]
+    table = _table(["metric", "A", "B", "B - A"],
+                   [[k, va, vb, vb - va if va is not None and vb is not None else None] for k, va, vb in rows])
+    (output / "compare.md").write_text(
+        f"# Compare\n\n- A: `{run_a}` (model `{a['model']['name']}`, suite `{a['suite']['name']}`)\n"
+        f"- B: `{run_b}` (model `{b['model']['name']}`, suite `{b['suite']['name']}`)\n\n{table}", encoding="utf-8")
+    shared = {k: [headline(a)[k], headline(b)[k]] for k in headline(a) if k in headline(b)}
+    if shared:
+        bar_chart(shared, names, output / "compare.png", "A vs B")
+    return rows

@@ -1,0 +1,261 @@
+"""Run an eval suite on an in-memory model: the one implementation behind `urpo-kit eval` and the trainer's
+held-out evaluation.
+
+The caller's state is left as found: the model goes back to train mode if it was training, nothing is recorded for
+autograd, and the Python, NumPy and torch RNG states are restored (lm-eval seeds all three, which would otherwise
+reset the trainer's sampling stream at every evaluation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import random
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from urpo_kit.compiler import override_strings, prepare_task
+from urpo_kit.config.loader import load_task, origin_of, position_of
+from urpo_kit.config.suite import EvalSuite, PlayerBenchmark, RefereeBenchmark, WinRateBenchmark
+from urpo_kit.errors import ConfigError, Problem
+from urpo_kit.eval.lm_bridge import export_task, generation_kwargs, run_lm_eval, sample_records
+from urpo_kit.eval.progress import ProgressBackend
+from urpo_kit.eval.referee_bench import load_preference_set, run_referee_benchmark
+from urpo_kit.eval.winrate import run_winrate
+from urpo_kit.referee import HFBackend, SamplingParams
+from urpo_kit.sources import describe_source
+
+__all__ = ["SuiteResult", "evaluate_suite", "evaluation_state", "model_info", "run_suite"]
+
+
+@dataclass
+class SuiteResult:
+    """Everything one suite run measured: flat `metrics` for loggers, and per-benchmark details for the report."""
+
+    suite: EvalSuite
+    model: dict[str, Any]
+    metrics: dict[str, float] = field(default_factory=dict)
+    player: list[dict[str, Any]] = field(default_factory=list)
+    referee: list[dict[str, Any]] = field(default_factory=list)
+    winrate: list[dict[str, Any]] = field(default_factory=list)
+    started: str = ""
+    seconds: float = 0.0
+
+
+@contextlib.contextmanager
+def evaluation_state(model: Any) -> Iterator[None]:
+    """Eval mode without autograd for the duration; afterwards the model's mode and every RNG state as they were."""
+    import numpy as np
+    import torch
+
+    was_training = model.training
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        model.eval()
+        try:
+            yield
+        finally:
+            model.train(was_training)
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
+def model_info(model: Any) -> dict[str, Any]:
+    """What results.json records about the model: its name or path, size and dtype."""
+    config = getattr(model, "config", None)
+    return {
+        "name": str(getattr(config, "_name_or_path", "") or type(model).__name__),
+        "class": type(model).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "dtype": str(getattr(model, "dtype", "")).removeprefix("torch."),
+    }
+
+
+def _key(text: str) -> str:
+    """A metrics-key segment: lm-eval's `metric,filter` becomes `metric.filter`, other odd characters `_`."""
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", text.replace(",", "."))
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _default_name(bench: PlayerBenchmark | RefereeBenchmark | WinRateBenchmark) -> str:
+    if bench.name:
+        return bench.name
+    if getattr(bench, "lm_eval", None):
+        return str(bench.lm_eval)
+    if bench.task is not None:
+        return load_task(bench.task, override_strings(bench.overrides)).name
+    source = bench.source
+    assert source is not None
+    label = Path(source.path).name if source.path is not None else describe_source(source).rsplit("/", 1)[-1]
+    return label.split(".")[0]
+
+
+def benchmark_names(suite: EvalSuite) -> dict[str, list[str]]:
+    """Each role's benchmark names (defaults filled in), checked for clashes before any model work starts."""
+    names = {role: [_default_name(b) for b in getattr(suite, role)] for role in ("player", "referee", "winrate")}
+    problems = []
+    for role, role_names in names.items():
+        for i, name in enumerate(role_names):
+            if name in role_names[:i]:
+                mark = position_of(suite, f"{role}.{i}")
+                problems.append(Problem(mark.file, mark.line, mark.column, f"{role}.{i}.name",
+                                        f"two {role} benchmarks are called `{name}`; set `name` on one of them"))
+    if problems:
+        raise ConfigError(problems)
+    return names
+
+
+def _lm_eval_metrics(task_results: dict[str, Any], wanted: str | None) -> tuple[dict[str, float], str]:
+    """Numeric metrics of one lm-eval task result and the one reported as accuracy."""
+    metrics = {k: float(v) for k, v in task_results.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and "_stderr" not in k and "," in k}
+    if not metrics:
+        raise ConfigError(Problem(None, None, None, "metric", "lm-eval returned no metric"))
+    choice = wanted or next(iter(metrics))
+    if choice not in metrics:
+        raise ConfigError(Problem(None, None, None, "metric",
+                                  f"lm-eval reported no `{choice}`; it reported: {', '.join(metrics)}"))
+    return metrics, choice
+
+
+def _player(bench: PlayerBenchmark, name: str, suite: EvalSuite, model: Any, tokenizer: Any,
+            workdir: Path) -> tuple[dict[str, float], dict[str, Any]]:
+    sampling = SamplingParams.merge(suite.sampling.player, bench.sampling)
+    limit = bench.limit or suite.limit
+    detail: dict[str, Any] = {"name": name, "sampling": asdict(sampling)}
+    start = time.perf_counter()
+    if bench.task is not None:
+        prepared = prepare_task(bench.task, override_strings(bench.overrides), allow_code=suite.allow_code, limit=limit)
+        task_name = f"urpo-{name}"
+        exported = export_task(prepared, workdir / "lm_eval_tasks" / name, name=task_name, sampling=sampling,
+                               stop=bench.stop, allow_code=suite.allow_code)
+        results = run_lm_eval(model, tokenizer, [task_name], include_path=exported.folder,
+                              batch_size=suite.batch_size)
+        detail.update(task=str(bench.task), source=prepared.rows.description, lm_eval_task=task_name,
+                      task_folder=str(exported.folder), rows=exported.rows, data_sha256=_file_sha256(exported.data))
+        found, _ = _lm_eval_metrics(results["results"][task_name], None)
+        metrics = {"accuracy": found["accuracy,none"], "extracted": found["extracted,none"]}
+    else:
+        task_name = str(bench.lm_eval)
+        explicit = bench.sampling.model_dump(exclude_none=True)  # the task's own settings unless the suite says
+        results = run_lm_eval(model, tokenizer, [task_name], include_path=None, batch_size=suite.batch_size,
+                              limit=limit, num_fewshot=bench.num_fewshot, offline=False,
+                              gen_kwargs=generation_kwargs(sampling, bench.stop) if explicit or bench.stop else None)
+        found, choice = _lm_eval_metrics(results["results"][task_name], bench.metric)
+        metrics = {"accuracy": found[choice], **{_key(k): v for k, v in found.items()}}
+        detail.update(lm_eval_task=task_name, accuracy_metric=choice,
+                      rows=sum(int(v.get("effective", 0)) for v in results.get("n-samples", {}).values()))
+    samples = results.pop("samples", {})
+    for task, records in samples.items():
+        path = workdir / f"samples_{_key(task)}.jsonl"
+        path.write_text("".join(line + "\n" for line in sample_records(records)), encoding="utf-8")
+        detail.setdefault("samples_files", []).append(path.name)
+    detail.update(metrics=metrics, seconds=time.perf_counter() - start, lm_eval=results)
+    return metrics, detail
+
+
+def _referee(bench: RefereeBenchmark, name: str, suite: EvalSuite, backend: HFBackend, workdir: Path,
+             progress: bool) -> tuple[dict[str, float], dict[str, Any]]:
+    start = time.perf_counter()
+    origin = origin_of(suite)
+    data = load_preference_set(bench, name=name, limit=bench.limit or suite.limit,
+                               suite_dir=origin.parent if origin else None, allow_code=suite.allow_code)
+    sampling = SamplingParams.merge(suite.sampling.referee, bench.sampling)
+    result = run_referee_benchmark(data, ProgressBackend(backend, f"referee {name}", progress), order=bench.order,
+                                   mode=bench.mode, sampling=sampling, seed=suite.seed)
+    log = workdir / f"referee_{name}.jsonl"
+    _write_jsonl(log, result.log)
+    metrics = dict(result.metrics)
+    if set(result.subsets) != {name}:
+        metrics.update({f"subset/{_key(s)}": v["accuracy"] for s, v in result.subsets.items()})
+    metrics.update({f"rewardbench/{_key(s)}": v for s, v in result.sections.items()})
+    detail = {"name": name, "source": data.description, "order": bench.order, "mode": bench.mode,
+              "candidates": bench.candidates, "sampling": asdict(sampling), "data_sha256": data.sha256(),
+              "skipped": len(data.skipped), "skipped_reasons": [asdict(s) for s in data.skipped[:20]],
+              "metrics": result.metrics, "subsets": result.subsets, "sections": result.sections,
+              "log_file": log.name, "seconds": time.perf_counter() - start}
+    return metrics, detail
+
+
+def _winrate(bench: WinRateBenchmark, name: str, suite: EvalSuite, backend: HFBackend, model_name: str,
+             workdir: Path, progress: bool) -> tuple[dict[str, float], dict[str, Any]]:
+    from urpo_kit.models import load_model, load_tokenizer
+
+    start = time.perf_counter()
+    origin = origin_of(suite)
+    judge, judge_name = backend, f"self ({model_name})"
+    if bench.judge is not None:
+        judge = HFBackend(load_model(bench.judge), load_tokenizer(bench.judge), batch_size=suite.batch_size)
+        judge_name = bench.judge.name
+    player_sampling = SamplingParams.merge(suite.sampling.player, bench.sampling)
+    judge_sampling = SamplingParams.merge(suite.sampling.referee, bench.judge_sampling)
+    result = run_winrate(bench, player=ProgressBackend(backend, f"answers {name}", progress),
+                         judge=ProgressBackend(judge, f"judge {name}", progress), judge_name=judge_name,
+                         limit=bench.limit or suite.limit, player_sampling=player_sampling,
+                         judge_sampling=judge_sampling, seed=suite.seed,
+                         suite_dir=origin.parent if origin else None, allow_code=suite.allow_code)
+    log = workdir / f"winrate_{name}.jsonl"
+    _write_jsonl(log, result.log)
+    detail = {"name": name, "label": result.label, "task": str(bench.task), "judge": judge_name,
+              "sampling": asdict(player_sampling), "judge_sampling": asdict(judge_sampling),
+              "data_sha256": result.data_sha256, "metrics": result.metrics, "log_file": log.name,
+              "seconds": time.perf_counter() - start}
+    return result.metrics, detail
+
+
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    import json
+
+    path.write_text("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records), encoding="utf-8")
+
+
+def evaluate_suite(suite: EvalSuite, model: Any, tokenizer: Any, workdir: Path, *, progress: bool = True) -> SuiteResult:
+    """Every benchmark of the suite; per-sample logs go to `workdir`. The caller handles the model's state."""
+    names = benchmark_names(suite)
+    workdir.mkdir(parents=True, exist_ok=True)
+    result = SuiteResult(suite, model_info(model), started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    start = time.perf_counter()
+    backend = HFBackend(model, tokenizer, batch_size=suite.batch_size)
+    for bench, name in zip(suite.player, names["player"]):
+        metrics, detail = _player(bench, name, suite, model, tokenizer, workdir)
+        result.metrics.update({f"player/{name}/{k}": v for k, v in metrics.items()})
+        result.player.append(detail)
+    for bench, name in zip(suite.referee, names["referee"]):
+        metrics, detail = _referee(bench, name, suite, backend, workdir, progress)
+        result.metrics.update({f"referee/{name}/{k}": v for k, v in metrics.items()})
+        result.referee.append(detail)
+    for bench, name in zip(suite.winrate, names["winrate"]):
+        metrics, detail = _winrate(bench, name, suite, backend, result.model["name"], workdir, progress)
+        result.metrics.update({f"winrate/{name}/{k}": v for k, v in metrics.items()})
+        result.winrate.append(detail)
+    result.seconds = time.perf_counter() - start
+    result.metrics["eval/seconds"] = result.seconds
+    return result
+
+
+def run_suite(suite: EvalSuite, model: Any, tokenizer: Any, output_dir: Path | None = None, *,
+              progress: bool = True) -> dict[str, float]:
+    """Evaluate an in-memory model on a suite and return flat metrics (`player/<name>/accuracy`,
+    `referee/<name>/accuracy`, ...); with `output_dir`, also write results.json, report.md, charts and logs there.
+
+    Safe to call in the middle of training: see the module docstring for what is restored.
+    """
+    from urpo_kit.eval.report import write_run
+
+    with evaluation_state(model):
+        if output_dir is None:
+            with tempfile.TemporaryDirectory(prefix="urpo-eval-") as tmp:
+                return evaluate_suite(suite, model, tokenizer, Path(tmp), progress=progress).metrics
+        result = evaluate_suite(suite, model, tokenizer, Path(output_dir), progress=progress)
+    write_run(result, Path(output_dir))
+    return result.metrics

@@ -1,0 +1,87 @@
+"""Open-ended win rate against reference answers, following the AlpacaEval protocol (not an AlpacaEval score).
+
+The model answers each instruction of an open-ended task; a judge model (the model itself by default) sees the
+instruction with the model's answer and the reference answer in a seeded random order (RewardBench's draw, see
+`referee_bench.presentation_orders`) and picks one. win rate = (wins + draws / 2) / items, where a judgment that
+cannot be parsed is a draw and is also counted on its own. Every report labels it "AlpacaEval-protocol, judge=X".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from urpo_kit.compiler import override_strings, prepare_task
+from urpo_kit.config.schema import RefereePrompt
+from urpo_kit.config.suite import WinRateBenchmark
+from urpo_kit.errors import ConfigError, Problem
+from urpo_kit.eval.referee_bench import PreferenceItem, presentation_orders
+from urpo_kit.recast import Templates, render
+from urpo_kit.referee import Judge, JudgeItem, SamplingParams
+from urpo_kit.referee.backends import Backend
+
+__all__ = ["WinRateResult", "protocol_label", "run_winrate"]
+
+
+def protocol_label(judge: str) -> str:
+    """The one way a win rate is named in every report."""
+    return f"AlpacaEval-protocol, judge={judge}"
+
+
+@dataclass
+class WinRateResult:
+    metrics: dict[str, float]
+    label: str
+    data_sha256: str
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_winrate(bench: WinRateBenchmark, *, player: Backend, judge: Backend, judge_name: str, limit: int | None,
+                player_sampling: SamplingParams, judge_sampling: SamplingParams, seed: int, suite_dir: Path | None,
+                allow_code: bool = False) -> WinRateResult:
+    """Generate the model's answers, then judge them against the references in one batched call."""
+    prepared = prepare_task(bench.task, override_strings(bench.overrides),
+                            allow_code=allow_code, limit=limit)
+    if prepared.spec.kind == "preference":
+        raise ConfigError(Problem(str(bench.task), None, None, "kind", "a win-rate task needs a player prompt"))
+    reference_template = Templates(suite_dir).inline(bench.reference, "reference")
+    renderer = prepared.renderer
+    prompts, references = [], []
+    for row, number in zip(prepared.rows.rows, prepared.rows.row_numbers):
+        variables = renderer.variables(row, number)
+        prompts.append(renderer.player_messages(variables, number))
+        references.append(str(render(reference_template, variables, "reference", number)).strip())
+    answers = player.generate(prompts, player_sampling)
+    # the judge sees the player's request: the last (user) message, as AlpacaEval shows the instruction
+    items = [PreferenceItem(p[-1]["content"], [a, r], "", n)
+             for p, a, r, n in zip(prompts, answers, references, prepared.rows.row_numbers)]
+    orders = presentation_orders(items, seed)
+    referee = Judge(judge, mode="pairwise", debias="none", sampling=judge_sampling,
+                    spec=bench.referee or RefereePrompt(), base_dir=suite_dir, seed=seed)
+    verdicts = referee.judge([JudgeItem(i.prompt, [i.candidates[k] for k in o], str(i.row)) for i, o in zip(items, orders)])
+    outcomes, log, failures, first = [], [], 0, []
+    for item, order, verdict in zip(items, orders, verdicts):
+        if verdict.ranking is None:
+            failures += 1
+            outcome = 0.5
+        else:
+            outcome = float(order[verdict.ranking[0]] == 0)  # candidate 0 is the model's answer
+            first.append(float(verdict.ranking[0] == 0))
+        outcomes.append(outcome)
+        log.append({"row": item.row, "instruction": item.prompt, "answer": item.candidates[0],
+                    "reference": item.candidates[1], "shown": order, "outcome": outcome, "raw": verdict.raw})
+    digest = hashlib.sha256(json.dumps([[i.prompt, i.candidates[1]] for i in items], ensure_ascii=False).encode())
+    n = len(outcomes)
+    metrics = {
+        "win_rate": sum(outcomes) / n,
+        "n": float(n),
+        "parse_failures": float(failures),
+        "parse_failure_rate": failures / n,
+        "first_position": sum(first) / len(first) if first else float("nan"),
+        "answer_chars": sum(len(a) for a in answers) / n,
+        "reference_chars": sum(len(r) for r in references) / n,
+    }
+    return WinRateResult(metrics, protocol_label(judge_name), digest.hexdigest(), log)

@@ -1,0 +1,146 @@
+"""The `judge` and `serve` commands. Only typer and rich here: the CLI imports this module at start-up, so torch,
+transformers and FastAPI are imported inside the commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from urpo_kit.judge.settings import JudgeSettings
+
+MODEL = typer.Option("bundled:smollm2-135m-instruct", "--model", "-m",
+                     help="hub id, local folder or checkpoint, bundled:smollm2-135m-instruct, tiny:llama")
+MODE = typer.Option("listwise", help="listwise: rank all responses in one judgment; pairwise: every pair; "
+                                     "pointwise: score each response 1-10")
+TEMPLATE = typer.Option(None, help="referee template (.j2), from the working directory or built-in, e.g. "
+                                   "referee/rank.j2; default by mode: referee/rank.j2, pair.j2, score.j2")
+DEBIAS = typer.Option("shuffle", help="presentation order: none, a seeded shuffle per row, or both_orders (the "
+                                      "shuffled order and its reverse; reports their agreement)")
+SAMPLES = typer.Option(1, min=1, help="judgments per comparison, averaged")
+TEMPERATURE = typer.Option(0.0, min=0.0, help="referee sampling temperature (0: greedy)")
+MAX_NEW_TOKENS = typer.Option(128, min=1, help="tokens per judgment")
+LABELS = typer.Option("numbers", help="candidate labels: [1] [2] ... or [A] [B] ...")
+SEED = typer.Option(0, help="seed for presentation orders and sampling")
+DTYPE = typer.Option("auto", help="auto: bfloat16 on a GPU that has it, else float32 (bfloat16 is ~1.5x faster "
+                                  "on CPU)")
+BATCH_SIZE = typer.Option(16, min=1, help="sequences per generation batch")
+
+ROW_FORMATS = """Each input row (JSONL, or .json/.csv/.parquet, optionally .gz) holds a prompt and 2 or more
+responses, in one of these shapes (other keys are ignored; `id` is passed through):
+
+  {"prompt": "...", "responses": ["...", "...", ...]}
+
+  {"prompt": "...", "chosen": "...", "rejected": "..."}   (gold: chosen is better; reports accuracy)
+
+  {"chosen": "...", "rejected": "..."}   (no prompt: hh-rlhf transcripts, split at the last "\\n\\nAssistant:",
+  or two message lists, split where they start to differ)
+
+A prompt may be chat messages ([{"role": "user", "content": "..."}]); a response may be a list of messages."""
+
+
+def _settings(mode: str, template: Optional[Path], debias: str, samples: int, temperature: float,
+              max_new_tokens: int, labels: str, seed: int) -> JudgeSettings:
+    from urpo_kit.judge.settings import JudgeSettings
+    from urpo_kit.referee import SamplingParams
+
+    return JudgeSettings(mode=mode, debias=debias, samples=samples, template=template, labels=labels, seed=seed,
+                         sampling=SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens))
+
+
+def judge_command(
+    input: Path = typer.Option(..., "--input", "-i", exists=True, dir_okay=False,
+                               help="rows to judge (see the formats above)"),
+    output: Path = typer.Option(..., "--output", "-o", help="JSONL results, appended; re-running skips rows done"),
+    model: str = MODEL,
+    mode: Literal["listwise", "pairwise", "pointwise"] = MODE,
+    template: Optional[Path] = TEMPLATE,
+    debias: Literal["none", "shuffle", "both_orders"] = DEBIAS,
+    samples: int = SAMPLES,
+    temperature: float = TEMPERATURE,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    labels: Literal["numbers", "letters"] = LABELS,
+    seed: int = SEED,
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = DTYPE,
+    batch_size: int = BATCH_SIZE,
+    rows_per_batch: int = typer.Option(32, min=1, help="rows per judging call; the output is flushed after each"),
+) -> None:
+    """Rank or score the responses of each row with a referee model, into resumable JSONL.
+
+    Per row: ranking (response indices, best first), scores in [0, 1], status (ok, partial, failed), raw
+    judgment texts, what each judgment was shown, agreement between orders (both_orders) and, for chosen/rejected
+    rows, whether the chosen response won. Malformed rows are reported with their line number and skipped (exit
+    code 1). Rows are keyed by a hash of the row, the settings, the template and the model.
+    """
+    from urpo_kit.judge.batch import judge_file
+    from urpo_kit.judge.settings import load_backend
+
+    err = Console(stderr=True)
+    settings = _settings(mode, template, debias, samples, temperature, max_new_tokens, labels, seed)
+    with err.status(f"loading {model}"):
+        backend = load_backend(model, dtype=dtype, batch_size=batch_size)
+    report = judge_file(input, output, backend, settings, model=model, rows_per_batch=rows_per_batch, console=err)
+    table = Table("rows", "count", title=f"{input} -> {output} ({report.seconds:.1f} s)")
+    table.add_row("judged now", str(report.judged))
+    table.add_row("already in the output", str(report.already_done))
+    if report.duplicates:
+        table.add_row("duplicates (judged once)", str(report.duplicates))
+    table.add_row("malformed (skipped)", str(len(report.malformed)))
+    for status in ("ok", "partial", "failed"):
+        table.add_row(f"parse {status}", str(report.status[status]))
+    if report.agreement:
+        table.add_row("both-orders agreement", f"{sum(report.agreement) / len(report.agreement):.3f}")
+    if report.correct:
+        table.add_row("accuracy vs gold (chosen)", f"{sum(report.correct) / len(report.correct):.3f} "
+                                                   f"over {len(report.correct)}")
+    Console().print(table)
+    if report.malformed:
+        raise typer.Exit(1)
+
+
+judge_command.__doc__ = f"{judge_command.__doc__}\n\n{ROW_FORMATS}"
+
+
+def serve_command(
+    model: str = MODEL,
+    host: str = typer.Option("127.0.0.1", help="interface to bind; anything but loopback exposes the model"),
+    port: int = typer.Option(8000),
+    token: Optional[str] = typer.Option(None, envvar="URPO_KIT_TOKEN", show_envvar=True,
+                                        help="bearer token /v1/judge requires (prefer the environment variable)"),
+    mode: Literal["listwise", "pairwise", "pointwise"] = MODE,
+    template: Optional[Path] = TEMPLATE,
+    debias: Literal["none", "shuffle", "both_orders"] = DEBIAS,
+    samples: int = SAMPLES,
+    temperature: float = TEMPERATURE,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    labels: Literal["numbers", "letters"] = LABELS,
+    seed: int = SEED,
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = DTYPE,
+    batch_size: int = BATCH_SIZE,
+    batch_window_ms: float = typer.Option(5.0, min=0.0, help="how long a request waits for others to batch with"),
+    max_batch_rows: int = typer.Option(64, min=1, help="rows per batch (1 with window 0: one request at a time)"),
+    max_rows: int = typer.Option(64, min=1, help="rows per request"),
+    max_responses: int = typer.Option(16, min=2, help="responses per row"),
+    max_prompt_tokens: int = typer.Option(2048, min=1, help="tokens per prompt"),
+    max_response_tokens: int = typer.Option(1024, min=1, help="tokens per response"),
+    max_body_bytes: int = typer.Option(1_000_000, min=1, help="request body size"),
+    log_level: str = typer.Option("info", help="uvicorn log level"),
+) -> None:
+    """Serve the referee over HTTP: POST /v1/judge (one row, or {"rows": [...], "mode": ...}), GET /health,
+    OpenAPI at /docs and /openapi.json. Requests from all clients are batched together."""
+    import uvicorn
+
+    from urpo_kit.judge.server import Batching, Limits, create_app
+    from urpo_kit.judge.settings import load_backend
+
+    settings = _settings(mode, template, debias, samples, temperature, max_new_tokens, labels, seed)
+    backend = load_backend(model, dtype=dtype, batch_size=batch_size)
+    limits = Limits(max_body_bytes=max_body_bytes, max_rows=max_rows, max_responses=max_responses,
+                    max_prompt_tokens=max_prompt_tokens, max_response_tokens=max_response_tokens)
+    app = create_app(backend, model=model, settings=settings, limits=limits, token=token,
+                     batching=Batching(window_s=batch_window_ms / 1000, max_rows=max_batch_rows))
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

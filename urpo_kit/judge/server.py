@@ -1,0 +1,358 @@
+"""`urpo-kit serve`: the referee behind HTTP, with requests from all clients batched into shared generations.
+
+Generation dominates the cost of a judgment and a batch of sequences costs little more than one, so the server
+collects whatever requests arrive within a short window (or while the previous batch is generating) and judges
+them in one `Judge.judge` call on a single worker thread. The event loop only validates and queues, so slow or
+malformed clients never hold the model.
+
+Errors are JSON `{"error": {"code": ..., "message": ...}}`: 400 malformed JSON, 401 missing or wrong bearer token,
+413 body too large, 422 invalid rows or a limit exceeded, 429 queue full, 500 the judge itself failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any, AsyncIterator, Callable, Literal, Sequence, Union
+
+from fastapi import Body, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Discriminator, Tag
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from urpo_kit.judge.rows import (
+    JudgeRequest,
+    JudgeResponse,
+    JudgeRow,
+    RowInput,
+    judge_item,
+    result,
+    row_key,
+)
+from urpo_kit.judge.settings import JudgeSettings
+from urpo_kit.referee import JudgeItem, Verdict
+from urpo_kit.referee.backends import Backend
+from urpo_kit.referee.judge import Mode
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for; beyond it the server answers 413/422/429 instead of working."""
+
+    max_body_bytes: int = 1_000_000
+    max_rows: int = 64              # rows per request
+    max_responses: int = 16         # responses per row
+    max_prompt_tokens: int = 2048
+    max_response_tokens: int = 1024
+    max_queued_rows: int = 1024     # rows waiting for the model, all clients together
+
+
+@dataclass(frozen=True)
+class Batching:
+    """Dynamic batching: wait up to `window_s` after a request for others, up to `max_rows` rows per batch.
+    `Batching(0, 1)` judges one request at a time (the baseline of the load test)."""
+
+    window_s: float = 0.005
+    max_rows: int = 64
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    model: str
+    mode: Mode
+    queued_rows: int
+    batches: int
+    rows_judged: int
+    mean_batch_rows: float
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+_SHAPE_HINT = ('the body must be a JSON object, sent as Content-Type: application/json: one row '
+               '({"prompt": ..., "responses": [...]}) or {"rows": [...]}')
+
+
+def _shape(value: Any) -> str:
+    """Which request shape a body is: `{"rows": [...]}` or a bare row."""
+    return "batch" if isinstance(value, dict) and "rows" in value else "row"
+
+
+RequestBody = Annotated[
+    Union[Annotated[JudgeRequest, Tag("batch")], Annotated[JudgeRow, Tag("row")]],
+    Discriminator(_shape),
+]
+
+
+# --------------------------------------------------------------------------------------------- batching
+@dataclass
+class _Pending:
+    mode: Mode
+    items: list[JudgeItem]
+    future: asyncio.Future
+
+
+class Batcher:
+    """Queues requests from the event loop and judges them in batches on one worker thread."""
+
+    def __init__(self, judge: Callable[[Mode, list[JudgeItem]], list[Verdict]], batching: Batching,
+                 max_queued_rows: int):
+        self._judge, self.batching, self.max_queued_rows = judge, batching, max_queued_rows
+        self.queued_rows = self.batches = self.rows_judged = 0
+
+    def start(self) -> None:
+        """Start the batching loop in the running event loop (the app's lifespan); `close` ends it."""
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._carry: _Pending | None = None  # taken from the queue but left for the next batch (it did not fit)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="urpo-judge")
+        self._task = asyncio.create_task(self._run())
+
+    async def submit(self, mode: Mode, items: list[JudgeItem]) -> list[Verdict]:
+        if self.queued_rows + len(items) > self.max_queued_rows:
+            raise ApiError(429, "busy", f"{self.queued_rows} rows are waiting (limit {self.max_queued_rows}); "
+                                        "retry shortly", {"Retry-After": "1"})
+        future = asyncio.get_running_loop().create_future()
+        self.queued_rows += len(items)
+        self._queue.put_nowait(_Pending(mode, items, future))
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            rows = sum(len(p.items) for p in batch)
+            self.queued_rows -= rows
+            outcomes = await loop.run_in_executor(self._executor, self._judge_batch, batch)
+            self.batches += 1
+            self.rows_judged += rows
+            for pending, outcome in zip(batch, outcomes):
+                if pending.future.done():  # the client went away
+                    continue
+                if isinstance(outcome, Exception):  # the model failed: say so, as JSON
+                    pending.future.set_exception(ApiError(500, "judge_failed", f"{type(outcome).__name__}: {outcome}"))
+                else:
+                    pending.future.set_result(outcome)
+
+    def close(self) -> None:
+        self._task.cancel()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def _collect(self) -> list[_Pending]:
+        """The next request, then whatever else is queued after the window, up to `max_rows` rows in all. Requests
+        are never split, so a request larger than `max_rows` is a batch of its own."""
+        first = self._carry or await self._queue.get()
+        self._carry = None
+        batch, rows = [first], len(first.items)
+        if self.batching.window_s > 0 and rows < self.batching.max_rows:
+            await asyncio.sleep(self.batching.window_s)
+        while rows < self.batching.max_rows and not self._queue.empty():
+            pending = self._queue.get_nowait()
+            if rows + len(pending.items) > self.batching.max_rows:
+                self._carry = pending
+                break
+            batch.append(pending)
+            rows += len(pending.items)
+        return batch
+
+    def _judge_batch(self, batch: list[_Pending]) -> list[list[Verdict] | Exception]:
+        """One judge call per mode in the batch; if it fails, each request is retried alone so that one bad request
+        fails only itself."""
+        outcomes: list[list[Verdict] | Exception] = [[] for _ in batch]
+        by_mode: dict[Mode, list[int]] = {}
+        for i, pending in enumerate(batch):
+            by_mode.setdefault(pending.mode, []).append(i)
+        for mode, members in by_mode.items():
+            try:
+                verdicts = self._judge(mode, [item for i in members for item in batch[i].items])
+            except Exception as error:  # noqa: BLE001 - reported to the clients, never lost
+                if len(members) == 1:
+                    outcomes[members[0]] = error
+                    continue
+                for i in members:
+                    try:
+                        outcomes[i] = self._judge(mode, batch[i].items)
+                    except Exception as single:  # noqa: BLE001
+                        outcomes[i] = single
+                continue
+            start = 0
+            for i in members:
+                outcomes[i] = verdicts[start:start + len(batch[i].items)]
+                start += len(batch[i].items)
+        return outcomes
+
+
+# --------------------------------------------------------------------------------------------- limits
+class BodyLimit:
+    """Reads the request body up to `max_bytes` before the app sees it, and answers 413 beyond that, whatever the
+    Content-Length header claims (a chunked body has none)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client disconnected
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(413, "body_too_large", f"request body over {self.max_bytes} bytes")
+        await response(scope, receive, send)
+
+
+def check_limits(rows: Sequence[RowInput], limits: Limits, count_tokens: Callable[[list[str]], list[int]]) -> None:
+    """Raise a 422 ApiError naming the first row and field over a limit."""
+    if len(rows) > limits.max_rows:
+        raise ApiError(422, "too_many_rows", f"{len(rows)} rows in one request; the limit is {limits.max_rows}")
+    for i, row in enumerate(rows):
+        if len(row.responses) > limits.max_responses:
+            raise ApiError(422, "too_many_responses", f"row {i} has {len(row.responses)} responses; the limit is "
+                                                      f"{limits.max_responses}")
+        prompt, *responses = count_tokens([row.prompt, *row.responses])
+        if prompt > limits.max_prompt_tokens:
+            raise ApiError(422, "too_many_tokens", f"row {i}: the prompt has {prompt} tokens; the limit is "
+                                                   f"{limits.max_prompt_tokens}")
+        for j, n in enumerate(responses):
+            if n > limits.max_response_tokens:
+                raise ApiError(422, "too_many_tokens", f"row {i}: response {j} has {n} tokens; the limit is "
+                                                       f"{limits.max_response_tokens}")
+
+
+def tokenizer_counter(tokenizer: Any) -> Callable[[list[str]], list[int]]:
+    """Token counts with the model's own tokenizer: the limits are in the units the model pays for."""
+    return lambda texts: [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+# --------------------------------------------------------------------------------------------- the app
+def create_app(backend: Backend, *, model: str, settings: JudgeSettings = JudgeSettings(),
+               limits: Limits = Limits(), batching: Batching = Batching(),
+               count_tokens: Callable[[list[str]], list[int]] | None = None, token: str | None = None) -> FastAPI:
+    """The FastAPI app around one backend. `count_tokens` defaults to the backend's tokenizer; `token`, when set,
+    is the bearer token `/v1/judge` requires."""
+    if count_tokens is None:
+        count_tokens = tokenizer_counter(backend.tokenizer)  # type: ignore[attr-defined]
+    judges = {settings.mode: settings.judge(backend)}  # a bad template fails here, at start-up
+
+    def judge(mode: Mode, items: list[JudgeItem]) -> list[Verdict]:
+        if mode not in judges:
+            judges[mode] = settings.judge(backend, mode)
+        settings.seed_batch([item.key for item in items])
+        return judges[mode].judge(items)
+
+    batcher = Batcher(judge, batching, limits.max_queued_rows)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        try:
+            yield
+        finally:
+            batcher.close()
+
+    app = FastAPI(title="urpo-kit judge", version="1", lifespan=lifespan,
+                  description="A URPO referee as a reward model: rank or score responses to a prompt.")
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    bearer = HTTPBearer(auto_error=False, description="required when the server was started with a token")
+
+    # a default, not Annotated: under postponed annotations FastAPI could not resolve the local `bearer`
+    def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if token is None:
+            return
+        if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), token.encode()):
+            raise ApiError(401, "unauthorized", "missing or wrong bearer token (Authorization: Bearer ...)",
+                           {"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, e: ApiError) -> JSONResponse:
+        return error_response(e.status, e.code, e.message, e.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+        errors = e.errors()
+        if any(err["type"] == "json_invalid" for err in errors):
+            detail = errors[0].get("ctx", {}).get("error", "")
+            return error_response(400, "malformed_json", f"the request body is not valid JSON: {detail}".rstrip(": "))
+        lines = []
+        for err in errors:
+            where = ".".join(str(p) for p in err["loc"] if p not in ("body", "batch", "row"))
+            if not where and err["type"] != "value_error":  # the body is empty, not an object, or not JSON
+                empty = err["type"] == "missing"
+                return error_response(400 if empty else 422, "malformed_json" if empty else "invalid_request",
+                                      _SHAPE_HINT)
+            message = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {message}" if where else message)
+        return error_response(422, "invalid_request", "; ".join(lines))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, e: HTTPException) -> JSONResponse:
+        return error_response(e.status_code, f"http_{e.status_code}", str(e.detail), getattr(e, "headers", None))
+
+    errors = {status: {"model": ErrorBody} for status in (400, 401, 413, 422, 429, 500)}
+
+    @app.post("/v1/judge", response_model=JudgeResponse, responses=errors, dependencies=[Depends(authorize)])
+    async def judge_rows(body: Annotated[RequestBody, Body()]) -> JudgeResponse:
+        """Judge one row or `{"rows": [...]}`; rows from concurrent requests share generation batches."""
+        rows = body.rows if isinstance(body, JudgeRequest) else [body]
+        mode = (body.mode if isinstance(body, JudgeRequest) else None) or settings.mode
+        inputs = [row.input for row in rows]
+        check_limits(inputs, limits, count_tokens)
+        verdicts = await batcher.submit(mode, [judge_item(x, row_key(x)) for x in inputs])
+        return JudgeResponse(model=model, mode=mode,
+                             results=[result(x, v, row.id) for x, v, row in zip(inputs, verdicts, rows)])
+
+    @app.get("/health", response_model=Health)
+    async def health() -> Health:
+        """Liveness and batching statistics; needs no token."""
+        mean = batcher.rows_judged / batcher.batches if batcher.batches else 0.0
+        return Health(model=model, mode=settings.mode, queued_rows=batcher.queued_rows, batches=batcher.batches,
+                      rows_judged=batcher.rows_judged, mean_batch_rows=round(mean, 3))
+
+    return app
+

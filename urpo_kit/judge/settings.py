@@ -1,0 +1,61 @@
+"""What shapes a judgment besides the rows: one settings object for `judge`, `serve` and the reward adapter."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from urpo_kit.config.schema import ModelSpec, RefereePrompt
+from urpo_kit.recast import stable_seed
+from urpo_kit.referee import HFBackend, Judge, SamplingParams
+from urpo_kit.referee.backends import Backend
+from urpo_kit.referee.judge import Debias, Mode
+
+DEFAULT_SAMPLING = SamplingParams(temperature=0.0, max_new_tokens=128)  # greedy: a reward model should be repeatable
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    """Mode, debiasing, samples, sampling, template, labels and seed; `template` is looked up from the working
+    directory first, then among the built-in templates (e.g. `referee/rank.j2`)."""
+
+    mode: Mode = "listwise"
+    debias: Debias = "shuffle"
+    samples: int = 1
+    sampling: SamplingParams = field(default=DEFAULT_SAMPLING)
+    template: Path | None = None
+    labels: Literal["numbers", "letters"] = "numbers"
+    seed: int = 0
+
+    def judge(self, backend: Backend, mode: Mode | None = None) -> Judge:
+        """A Judge with these settings (in `mode` instead of `self.mode` when given)."""
+        spec = RefereePrompt(template=self.template, labels=self.labels)
+        return Judge(backend, mode=mode or self.mode, debias=self.debias, samples=self.samples,
+                     sampling=self.sampling, spec=spec, base_dir=Path.cwd(), seed=self.seed)
+
+    def fingerprint(self, judge: Judge, model: str) -> dict[str, Any]:
+        """Everything that decides a row's judgment, with the template's content rather than its name, so that
+        editing a template or switching model re-judges rows in a resumed run."""
+        template = Path(judge.renderer.template.filename).read_bytes()  # type: ignore[attr-defined]
+        values = dataclasses.asdict(self) | {"mode": judge.mode, "template": hashlib.sha256(template).hexdigest()}
+        return values | {"model": model}
+
+
+    def seed_batch(self, keys: list[str]) -> None:
+        """Seed sampling from the seed and the batch's row keys: a re-run of the same batch samples the same
+        judgments. Greedy decoding needs no seed, and then torch's global generator is left alone."""
+        if self.sampling.temperature > 0:
+            import torch
+
+            torch.manual_seed(stable_seed(self.seed, *keys) % 2**63)
+
+
+def load_backend(model: str, *, dtype: str = "auto", batch_size: int = 16) -> HFBackend:
+    """An HFBackend for a model name as the recipes write it (hub id, folder, `bundled:...`, `tiny:llama`)."""
+    from urpo_kit.models import load_model, load_tokenizer
+
+    spec = ModelSpec(name=model, dtype=dtype)
+    return HFBackend(load_model(spec), load_tokenizer(spec), batch_size=batch_size)

@@ -1,0 +1,161 @@
+"""Per-task, per-role training metrics: names, the few statistics we need, the run log (JSONL + TensorBoard), plots.
+
+Metric names are `{task}/{role}/{what}` (role: `player` or `referee`), plus a few run-wide ones. Reward functions
+emit values through TRL's `log_metric` hook, which averages every value emitted during a logging window across all
+processes; so a per-completion value (reward, accuracy, length) is emitted once per completion and its logged figure
+is an exact mean over completions, and a per-group value (within-group std, zero-variance flag, rank-length
+correlation) once per group.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+LogMetric = Callable[[str, float], None]
+
+# The curves drawn at the end of a run: (title, metric-name suffix, file name).
+PLOTS = (
+    ("Held-out evaluation", "heldout", "heldout.png"),
+    ("Training reward per task", "/reward_mean", "reward.png"),
+    ("Training accuracy (verifier / referee vs gold)", "/accuracy", "accuracy.png"),
+    ("Referee parse rate", "/parse_rate", "parse_rate.png"),
+    ("Mean response length (tokens)", "/length_mean", "length.png"),
+    ("Self-referee rank vs length (Spearman)", "/rank_length_spearman", "rank_length.png"),
+    ("Zero-variance groups", "/zero_var_frac", "zero_var.png"),
+    ("Self-referee time per step (s)", "/time_s", "referee_time.png"),
+)
+
+
+def name(task: str, role: str, what: str) -> str:
+    return f"{task}/{role}/{what}"
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks, ties sharing their average rank."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman's rank correlation with tie-averaged ranks; None when either side is constant (undefined)."""
+    if len(x) != len(y) or len(x) < 2:
+        return None
+    rx, ry = _ranks(x), _ranks(y)
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    vx = sum((a - mx) ** 2 for a in rx)
+    vy = sum((b - my) ** 2 for b in ry)
+    if vx == 0 or vy == 0:
+        return None
+    return cov / math.sqrt(vx * vy)
+
+
+def group_stats(log: LogMetric, prefix: str, groups: Iterable[Sequence[float]]) -> None:
+    """Within-group reward std and the share of groups whose rewards are all equal (no GRPO signal)."""
+    for rewards in groups:
+        std = statistics.pstdev(rewards) if len(rewards) > 1 else 0.0
+        log(f"{prefix}/reward_std", std)
+        log(f"{prefix}/zero_var_frac", float(math.isclose(std, 0.0, abs_tol=1e-9)))
+
+
+class RunLog:
+    """`metrics.jsonl` and TensorBoard event files in the run folder, written by the main process only.
+
+    On resume, records after the checkpoint's step are dropped from the JSONL and purged from TensorBoard, so a run
+    killed between two checkpoints does not show the lost steps twice.
+    """
+
+    def __init__(self, run_dir: Path, *, resume_step: int | None = None, enabled: bool = True):
+        self.path = run_dir / "metrics.jsonl"
+        self.enabled = enabled
+        self.writer = None
+        if not enabled:
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            self.path.write_text("")
+        elif self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(run_dir / "tensorboard"),
+                                    purge_step=None if resume_step is None else resume_step + 1)
+
+    def write(self, step: int, values: dict[str, Any], kind: str = "train") -> None:
+        if not self.enabled:
+            return
+        record = {"step": step, "kind": kind, **values}
+        with self.path.open("a") as f:
+            f.write(json.dumps(record, default=_jsonable) + "\n")
+        for key, value in values.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                self.writer.add_scalar(key if kind == "train" else f"{kind}/{key}", value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_run(run_dir: Path) -> list[Path]:
+    """PNG plots of the main curves from `metrics.jsonl` into `run_dir/plots`; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(run_dir / "metrics.jsonl")
+    out_dir = run_dir / "plots"
+    out_dir.mkdir(exist_ok=True)
+    written = []
+    for title, key, filename in PLOTS:
+        wanted = "heldout" if key == "heldout" else "train"
+        series: dict[str, list[tuple[int, float]]] = {}
+        for r in records:
+            if r.get("kind") != wanted:
+                continue
+            for k, v in r.items():
+                if (key == "heldout" or k.endswith(key)) and isinstance(v, (int, float)) and k not in ("step",):
+                    if not isinstance(v, bool) and math.isfinite(v):
+                        series.setdefault(k, []).append((r["step"], v))
+        if not series:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for label, points in sorted(series.items()):
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="o" if len(points) < 20 else None, label=label)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out_dir / filename, dpi=100)
+        plt.close(fig)
+        written.append(out_dir / filename)
+    return written

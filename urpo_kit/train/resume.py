@@ -1,0 +1,98 @@
+"""Run folders: what is written at the start (resolved recipe, versions, stream fingerprint) and what `--resume`
+checks before continuing from the latest checkpoint.
+
+The stream is a pure function of (recipe, task files, sources, position), and the Trainer restores its step and skips
+the batches already consumed, so resuming continues the exact data order. What could silently break that is a changed
+recipe or task file; a fingerprint of every episode of the stream, written at the start, catches both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from urpo_kit.config.schema import Recipe
+from urpo_kit.errors import UrpoError
+
+RECIPE_FILE = "recipe.yaml"
+VERSIONS_FILE = "versions.json"
+STREAM_FILE = "stream.json"
+PACKAGES = ("urpo-kit", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "lm-eval", "vllm",
+            "deepspeed")
+# grpo fields that decide which positions make up a step; the stream fingerprint covers the rest.
+LAYOUT_FIELDS = ("prompts_per_step", "group_size", "num_iterations")
+
+
+class ResumeError(UrpoError):
+    """The run folder and the command line disagree about whether, or how, to continue."""
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The `checkpoint-N` folder with the highest N (what the Trainer resumes from), or None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not run_dir.is_dir():
+        return None
+    found = get_last_checkpoint(str(run_dir))
+    return Path(found) if found else None
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[1])
+
+
+def fingerprint(records: list[dict[str, Any]]) -> str:
+    """SHA-256 over every episode record, in order."""
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(json.dumps(record, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def versions() -> dict[str, Any]:
+    out: dict[str, Any] = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for package in PACKAGES:
+        try:
+            out[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            out[package] = None
+    return out
+
+
+def write_run_info(run_dir: Path, recipe: Recipe, stream_info: dict[str, Any]) -> None:
+    """The resolved recipe (re-loadable with `urpo-kit train`), package versions and the stream description."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    header = "# Resolved recipe of this run (defaults filled in, paths absolute); `urpo-kit train` accepts it.\n"
+    (run_dir / RECIPE_FILE).write_text(header + yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    (run_dir / VERSIONS_FILE).write_text(json.dumps(versions(), indent=2) + "\n")
+    (run_dir / STREAM_FILE).write_text(json.dumps(stream_info, indent=2) + "\n")
+
+
+def check_resume(run_dir: Path, recipe: Recipe, stream_fingerprint: str, resume: bool) -> Path | None:
+    """The checkpoint to resume from (None: start fresh), refusing to mix two different runs in one folder."""
+    checkpoint = latest_checkpoint(run_dir)
+    if not resume:
+        if checkpoint is not None:
+            raise ResumeError(f"{run_dir} already holds checkpoints (latest {checkpoint.name}); continue it with "
+                              "--resume, or set another output_dir")
+        return None
+    if checkpoint is None:
+        return None
+    saved = run_dir / STREAM_FILE
+    if saved.exists() and json.loads(saved.read_text()).get("fingerprint") != stream_fingerprint:
+        raise ResumeError(f"cannot resume {run_dir}: the data stream differs from the one this run started with "
+                          "(a task file, a source or the recipe's tasks, seed or steps changed)")
+    saved_recipe = run_dir / RECIPE_FILE
+    if saved_recipe.exists():
+        before = (yaml.safe_load(saved_recipe.read_text()) or {}).get("grpo", {})
+        changed = [f"grpo.{k}" for k in LAYOUT_FIELDS if before.get(k) != getattr(recipe.grpo, k)]
+        if changed:
+            raise ResumeError(f"cannot resume {run_dir}: {', '.join(changed)} changed since the run started")
+    return checkpoint

@@ -1,0 +1,243 @@
+"""Assemble TRL's GRPOTrainer from a recipe, and run it: `urpo-kit train`.
+
+What we add to TRL, through its public API only: the compiled mixed stream as the train dataset (order kept), one
+reward function per task kind, the self-referee bound to the trainer's own model, the batch layout, our callbacks
+(run log, held-out evaluation, plots, progress) and the run folder (resolved recipe, versions, resume checks).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from urpo_kit.compiler import MixedStream, PreparedTask, prepare_recipe_tasks
+from urpo_kit.config.schema import OpenEndedTask, Recipe
+from urpo_kit.errors import UrpoError
+from urpo_kit.train.layout import BatchLayout, batch_layout
+from urpo_kit.train.metrics import RunLog, read_metrics
+from urpo_kit.train.resume import check_resume, checkpoint_step, fingerprint, write_run_info
+from urpo_kit.train.rewards import StepObserver, reward_functions
+from urpo_kit.train.self_referee import SelfReferee, trainer_backend
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+log = logging.getLogger(__name__)
+
+
+def num_processes() -> int:
+    """Processes of this launch (`accelerate launch` and torchrun set WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def needs_whole_groups(tasks: Sequence[PreparedTask]) -> bool:
+    """A listwise or pairwise self-referee compares the G answers of a prompt, so it must see all of them."""
+    return any(isinstance(t.spec, OpenEndedTask) and t.spec.self_referee.mode != "pointwise" for t in tasks)
+
+
+def train_dataset(stream: MixedStream, *, progress: bool = True) -> tuple[Dataset, list[dict[str, Any]]]:
+    """The stream as a datasets.Dataset in stream order (row i = position i), and its records."""
+    from datasets import Dataset
+    from rich.progress import track
+
+    episodes = stream.episodes()
+    if progress:
+        episodes = track(episodes, total=stream.length, description="compiling the stream")
+    records = [ep.to_record() for ep in episodes]
+    return Dataset.from_list(records), records
+
+
+def grpo_config(recipe: Recipe, layout: BatchLayout, **extra: Any) -> GRPOConfig:
+    """GRPOConfig for the recipe. `extra` overrides any field (tests and the benchmark use it)."""
+    import torch
+    from trl import GRPOConfig
+
+    from urpo_kit.models import model_init_kwargs
+
+    g, roles, gen = recipe.grpo, recipe.roles, recipe.generation
+    cuda = torch.cuda.is_available()
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(recipe.output_dir),
+        seed=recipe.seed,
+        learning_rate=g.lr,
+        beta=g.beta,
+        epsilon=g.epsilon,
+        num_iterations=g.num_iterations,
+        scale_rewards=g.scale_rewards,
+        loss_type=g.loss_type,
+        max_grad_norm=g.max_grad_norm,
+        warmup_steps=g.warmup_steps,
+        lr_scheduler_type="constant_with_warmup",
+        logging_steps=g.logging_steps,
+        save_strategy="steps",
+        save_steps=g.save_steps,
+        save_total_limit=g.save_total_limit,
+        shuffle_dataset=False,  # the stream is already mixed and seeded; its order is the resume contract
+        max_completion_length=roles.player.max_new_tokens,
+        temperature=roles.player.temperature,
+        top_p=roles.player.top_p,
+        gradient_checkpointing=recipe.model.gradient_checkpointing,
+        model_init_kwargs=model_init_kwargs(recipe.model),
+        trust_remote_code=recipe.model.trust_remote_code,
+        use_cpu=not cuda,
+        bf16=cuda and torch.cuda.is_bf16_supported(),  # TRL's default (bf16=True) fails on a CPU-only machine
+        report_to="none",  # TensorBoard is written by our run log, with our metrics in it
+        disable_tqdm=True,  # replaced by a rich progress bar
+        use_vllm=gen.backend != "hf",
+        **layout.grpo_config_kwargs(),
+    )
+    if gen.backend != "hf":
+        kwargs.update(vllm_mode="server" if gen.backend == "vllm_server" else "colocate",
+                      vllm_gpu_memory_utilization=gen.vllm_gpu_memory_utilization,
+                      vllm_tensor_parallel_size=gen.vllm_tensor_parallel_size)
+        if gen.vllm_server_url:
+            kwargs["vllm_server_base_url"] = gen.vllm_server_url
+    kwargs.update(extra)
+    return GRPOConfig(**kwargs)
+
+
+@dataclass
+class UrpoRun:
+    """Everything a training run is made of; `trainer.train(resume_from_checkpoint=...)` runs it."""
+
+    recipe: Recipe
+    run_dir: Path
+    tasks: list[PreparedTask]
+    stream: MixedStream
+    layout: BatchLayout
+    trainer: GRPOTrainer
+    referee: SelfReferee | None
+    run_log: RunLog
+    resume_from: Path | None
+    callbacks: dict[str, Any] = field(default_factory=dict)
+
+
+def build_run(recipe: Recipe, *, resume: bool = False, callbacks: Sequence[TrainerCallback] = (),
+              progress: bool = True, run_suite: Callable[..., dict[str, float]] | None = None,
+              **config_overrides: Any) -> UrpoRun:
+    """Prepare tasks and stream, check the layout and the run folder, and build the trainer (nothing runs yet)."""
+    from accelerate.utils import gather_object
+    from transformers import PrinterCallback
+    from trl import GRPOTrainer
+
+    from urpo_kit.models import load_tokenizer, peft_config, resolve_model_path
+    from urpo_kit.train.callbacks import PlotsCallback, RichProgressCallback, RunLogCallback
+
+    run_dir = Path(recipe.output_dir)
+    tasks = prepare_recipe_tasks(recipe)
+    stream = MixedStream.from_recipe(recipe, tasks)
+    layout = batch_layout(recipe.grpo, num_processes(), whole_groups=needs_whole_groups(tasks))
+    dataset, records = train_dataset(stream, progress=progress)
+    stream_fingerprint = fingerprint(records)
+    resume_from = check_resume(run_dir, recipe, stream_fingerprint, resume)
+
+    main = int(os.environ.get("RANK", "0")) == 0
+    if main and resume_from is None:
+        write_run_info(run_dir, recipe, {"length": stream.length, "fingerprint": stream_fingerprint,
+                                         "counts": stream.realised_counts(), "epochs": stream.epochs(),
+                                         "layout": layout.grpo_config_kwargs()})
+    run_log = RunLog(run_dir, resume_step=checkpoint_step(resume_from) if resume_from else None, enabled=main)
+
+    specs = {t.name: t.spec for t in tasks}
+    open_ended = [t.spec for t in tasks if isinstance(t.spec, OpenEndedTask)]
+    referee = SelfReferee(open_ended, recipe) if open_ended else None
+    observer = StepObserver()
+    rewards = reward_functions(specs, allow_code=recipe.allow_code, referee=referee, observer=observer)
+
+    heldout = _heldout_callback(recipe, run_dir, run_log, run_suite, resume_from)
+    run_log_cb = RunLogCallback(run_log, observer, gather_object)
+    ours: list[TrainerCallback] = [run_log_cb]
+    if heldout is not None:
+        ours.append(heldout)
+    ours += [PlotsCallback(run_dir), RichProgressCallback() if progress else None, *callbacks]
+
+    tokenizer = load_tokenizer(recipe.model)
+    trainer = GRPOTrainer(
+        model=resolve_model_path(recipe.model.name, recipe.model.revision),
+        reward_funcs=rewards,
+        args=grpo_config(recipe, layout, **config_overrides),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config(recipe.model),
+        callbacks=[c for c in ours if c is not None],
+    )
+    trainer.remove_callback(PrinterCallback)  # added by disable_tqdm; the run log and progress bar replace it
+    if referee is not None:
+        referee.backend.bind(trainer_backend(trainer, recipe))
+    if heldout is not None:
+        from urpo_kit.train.self_referee import generation_context
+
+        heldout.generation_model = generation_context(trainer)
+        heldout.tokenizer = tokenizer
+    return UrpoRun(recipe, run_dir, tasks, stream, layout, trainer, referee, run_log, resume_from,
+                   {"run_log": run_log_cb, "heldout": heldout})
+
+
+def _heldout_callback(recipe: Recipe, run_dir: Path, run_log: RunLog,
+                      run_suite: Callable[..., dict[str, float]] | None, resume_from: Path | None):
+    """The held-out evaluation callback, or None when the recipe names no suites (or `eval.every` is 0)."""
+    from urpo_kit.train.callbacks import HeldOutEvalCallback
+
+    if not recipe.eval.suites or recipe.eval.every == 0:
+        return None
+    try:
+        from urpo_kit.config.suite import load_suite
+        from urpo_kit.eval import run_suite as shared_run_suite
+    except ImportError as e:
+        raise UrpoError(f"held-out evaluation needs urpo_kit.eval.run_suite and urpo_kit.config.suite ({e}); "
+                        "set eval.every=0 to train without it") from None
+    suites = [load_suite(path) for path in recipe.eval.suites]
+    done = []
+    if resume_from is not None and run_log.path.exists():
+        done = [r["step"] for r in read_metrics(run_log.path) if r.get("kind") == "heldout"]
+    return HeldOutEvalCallback(suites, recipe.eval.every, run_dir, run_log, run_suite or shared_run_suite, done)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    seconds: float
+    final_dir: Path | None
+    heldout: dict[int, dict[str, float]]  # step -> held-out metrics
+
+
+def save_final(run: UrpoRun) -> Path:
+    """`final/` in the run folder: full weights loadable by transformers and vLLM (LoRA merged where possible)."""
+    from peft import PeftModel
+
+    trainer, folder = run.trainer, run.run_dir / "final"
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
+    if isinstance(model, PeftModel) and not sharded:
+        if trainer.accelerator.is_main_process:
+            model.merge_and_unload().save_pretrained(folder)
+            trainer.processing_class.save_pretrained(folder)
+        trainer.accelerator.wait_for_everyone()
+    else:  # full weights, or (LoRA under ZeRO-3/FSDP) the adapter: the Trainer gathers shards itself
+        trainer.save_model(str(folder))
+    return folder
+
+
+def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, **kwargs: Any) -> TrainResult:
+    """Build and run a URPO training run; returns where it went and the held-out figures."""
+    start = time.perf_counter()
+    run = build_run(recipe, resume=resume, progress=progress, **kwargs)
+    try:
+        run.trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
+        final = save_final(run)
+    finally:
+        run.run_log.close()
+    heldout: dict[int, dict[str, float]] = {}
+    if run.run_log.path.exists():
+        for r in read_metrics(run.run_log.path):
+            if r.get("kind") == "heldout":
+                heldout[r["step"]] = {k: v for k, v in r.items() if k not in ("step", "kind")}
+    return TrainResult(run.run_dir, run.trainer.state.global_step, time.perf_counter() - start, final, heldout)
