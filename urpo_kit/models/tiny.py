@@ -85,6 +85,9 @@ def tiny_model(vocab_size: int | None = None, seed: int = 0) -> tuple[LlamaForCa
     `vocab_size` may exceed the tokenizer's 100 tokens (the extra embedding rows are never produced by the
     tokenizer), e.g. to test code that handles padded vocabularies. The global RNG is left untouched.
     """
+    import torch
+    from transformers import LlamaForCausalLM
+
     tokenizer = tiny_tokenizer()
     size = len(tokenizer) if vocab_size is None else vocab_size
     if size < len(tokenizer):
