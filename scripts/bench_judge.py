@@ -16,14 +16,17 @@ import argparse
 import itertools
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from urpo_kit.compiler import prepare_task
-from urpo_kit.judge.rows import JudgeRow, RowInput, gold_credit, judge_item, row_key
+from urpo_kit.judge.batch import reporting
+from urpo_kit.judge.rows import JudgeRow, RowInput, gold_credit, judge_item, row_key, to_result
 from urpo_kit.judge.settings import JudgeSettings, load_backend
 from urpo_kit.referee import HFBackend, SamplingParams, Verdict
 from urpo_kit.referee.judge import Mode
@@ -31,6 +34,15 @@ from urpo_kit.sources.files import iter_file
 
 ROOT = Path(__file__).resolve().parent.parent
 console = Console()
+
+
+@contextmanager
+def progress(backend: HFBackend, label: str, total: int) -> Iterator[None]:
+    """A transient bar advanced per generation batch."""
+    with Progress(*Progress.get_default_columns(), console=console, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        with reporting(backend, lambda k: bar.advance(task, k)):
+            yield
 
 
 def answer_groups(backend: HFBackend, path: Path, prompts: int, group: int, sampling: SamplingParams,
@@ -46,7 +58,8 @@ def answer_groups(backend: HFBackend, path: Path, prompts: int, group: int, samp
     episodes = [task.renderer.episode(row, row_number=n) for row, n in zip(task.rows.rows, task.rows.row_numbers)]
     torch.manual_seed(seed)
     start = time.perf_counter()
-    texts = backend.generate([e.messages for e in episodes for _ in range(group)], sampling)
+    with progress(backend, "answers", len(episodes) * group):
+        texts = backend.generate([e.messages for e in episodes for _ in range(group)], sampling)
     console.print(f"generated {len(texts)} answers in {time.perf_counter() - start:.0f} s")
     groups = [RowInput(e.meta["instruction"], texts[i * group:(i + 1) * group]) for i, e in enumerate(episodes)]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,11 +67,19 @@ def answer_groups(backend: HFBackend, path: Path, prompts: int, group: int, samp
     return groups
 
 
-def timed(backend: HFBackend, settings: JudgeSettings, mode: Mode, rows: list[RowInput]) -> tuple[list[Verdict], float]:
+def timed(backend: HFBackend, settings: JudgeSettings, mode: Mode, rows: list[RowInput], label: str,
+          out: Path) -> tuple[list[Verdict], float]:
+    """All rows in one `Judge.judge` call, as `urpo-kit judge` and the trainer batch them; wall time. The raw
+    judgments go to `out/judgments-LABEL-MODE.jsonl`, to see why parses fail."""
     judge = settings.judge(backend, mode)
-    start = time.perf_counter()
-    verdicts = judge.judge([judge_item(row, row_key(row)) for row in rows])
-    return verdicts, time.perf_counter() - start
+    with progress(backend, f"{label}, {mode}", sum(judge.judgments(len(r.responses)) for r in rows)):
+        start = time.perf_counter()
+        verdicts = judge.judge([judge_item(row, row_key(row)) for row in rows])
+        seconds = time.perf_counter() - start
+    out.mkdir(parents=True, exist_ok=True)
+    records = [to_result(row, v).model_dump_json() + "\n" for row, v in zip(rows, verdicts)]
+    (out / f"judgments-{label}-{mode}.jsonl").write_text("".join(records))
+    return verdicts, seconds
 
 
 def parse_rate(verdicts: list[Verdict]) -> float:
@@ -95,7 +116,8 @@ def hh_pairs(path: Path, n: int) -> list[RowInput]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="bundled:smollm2-135m-instruct")
-    parser.add_argument("--dtype", default="bfloat16", choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--dtype", default="float32", choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--batch-size", type=int, default=16, help="sequences per generation batch")
     parser.add_argument("--prompts", type=int, default=24, help="instructions (groups) to judge")
     parser.add_argument("--group", type=int, default=4, help="answers per instruction")
@@ -111,48 +133,69 @@ def main() -> None:
     settings = JudgeSettings(debias=args.debias, seed=args.seed,
                              sampling=SamplingParams(temperature=0.0, max_new_tokens=args.max_new_tokens))
     start = time.perf_counter()
-    backend = load_backend(args.model, dtype=args.dtype, batch_size=args.batch_size)
+    backend = load_backend(args.model, dtype=args.dtype, batch_size=args.batch_size, threads=args.threads)
     console.print(f"loaded {args.model} ({args.dtype}) in {time.perf_counter() - start:.1f} s")
+    backend.generate([[{"role": "user", "content": "Hi"}]], SamplingParams(0.0, 1.0, 4))  # one-time costs, untimed
+    report = Report(args.out / "bench.json", {"settings": {k: str(v) for k, v in vars(args).items()}})
+    if args.prompts:
+        bench_groups(args, backend, settings, report)
+    if args.pairs and args.hh.is_file():
+        bench_hh(args, backend, settings, report)
+    else:
+        console.print(f"hh-rlhf pairs skipped ({args.hh} absent or --pairs 0)")
+    console.print(report.table)
+
+
+class Report:
+    """Figures printed and saved as soon as they are measured, so that a slow run interrupted keeps what it has."""
+
+    def __init__(self, path: Path, header: dict[str, Any]):
+        self.path, self.data = path, dict(header)
+        self.table = Table("benchmark", "mode", "items", "s / item", "parse rate", "accuracy / agreement")
+
+    def add(self, key: str, values: dict[str, Any], row: tuple[str, ...]) -> None:
+        self.data[key] = values
+        self.table.add_row(*row)
+        console.print(" | ".join(row))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.data, indent=2))
+
+
+def bench_groups(args: argparse.Namespace, backend: HFBackend, settings: JudgeSettings, report: Report) -> None:
     slug = args.model.replace(":", "-").replace("/", "-")
     answers = args.out / f"answers-{slug}-g{args.group}-t{args.answer_tokens}-s{args.seed}.jsonl"
     groups = answer_groups(backend, answers, args.prompts, args.group,
                            SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=args.answer_tokens), args.seed)
-
-    report: dict[str, Any] = {"model": args.model, "dtype": args.dtype, "settings": vars(args) | {"out": str(args.out),
-                                                                                                   "hh": str(args.hh)}}
-    table = Table("benchmark", "mode", "items", "s / item", "parse rate", "accuracy / agreement")
-    results = {}
+    results, seconds = {}, {}
     for mode in ("listwise", "pointwise"):
-        verdicts, seconds = timed(backend, settings, mode, groups)
-        results[mode] = verdicts
-        report[f"groups_{mode}"] = {"groups": len(groups), "seconds": seconds, "seconds_per_group": seconds / len(groups),
-                                    "parse_rate": parse_rate(verdicts)}
-        table.add_row(f"instructions, G={args.group}", mode, str(len(groups)), f"{seconds / len(groups):.2f}",
-                      f"{parse_rate(verdicts):.2f}", "")
-    report["groups_agreement"] = agreement(results["listwise"], results["pointwise"])
-    report["groups_speedup"] = report["groups_pointwise"]["seconds"] / report["groups_listwise"]["seconds"]
-    a = report["groups_agreement"]
-    table.add_row("", "listwise vs pointwise", str(a["groups_compared"]), f"x{report['groups_speedup']:.2f} faster",
-                  "", f"kendall {a['kendall'] or 0:.2f}, top-1 {a['top1'] or 0:.2f}, "
-                      f"tied pairs {a['pointwise_tied_pairs'] or 0:.2f}")
+        results[mode], seconds[mode] = timed(backend, settings, mode, groups, "instructions", args.out)
+        rate = parse_rate(results[mode])
+        report.add(f"groups_{mode}", {"groups": len(groups), "seconds": seconds[mode], "parse_rate": rate,
+                                      "seconds_per_group": seconds[mode] / len(groups)},
+                   (f"instructions, G={args.group}", mode, str(len(groups)), f"{seconds[mode] / len(groups):.2f}",
+                    f"{rate:.2f}", ""))
+    a = agreement(results["listwise"], results["pointwise"]) | {"speedup": seconds["pointwise"] / seconds["listwise"]}
+    report.add("groups_agreement", a, ("", "listwise vs pointwise", str(a["groups_compared"]),
+                                       f"listwise x{a['speedup']:.2f} faster", "",
+                                       f"kendall {_fmt(a['kendall'])}, top-1 {_fmt(a['top1'])}, "
+                                       f"pointwise tied pairs {_fmt(a['pointwise_tied_pairs'])}"))
 
-    if args.pairs and args.hh.is_file():
-        pairs = hh_pairs(args.hh, args.pairs)
-        for mode in ("pairwise", "pointwise"):
-            verdicts, seconds = timed(backend, settings, mode, pairs)
-            accuracy = sum(gold_credit(v, 0) for v in verdicts) / len(verdicts)
-            ties = sum(v.scores[0] == v.scores[1] for v in verdicts) / len(verdicts)
-            report[f"hh_{mode}"] = {"pairs": len(pairs), "seconds": seconds, "accuracy": accuracy,
-                                    "tie_rate": ties, "parse_rate": parse_rate(verdicts)}
-            table.add_row("hh-rlhf harmless", mode, str(len(pairs)), f"{seconds / len(pairs):.2f}",
-                          f"{parse_rate(verdicts):.2f}", f"accuracy {accuracy:.3f} (ties {ties:.2f})")
-    else:
-        console.print(f"hh-rlhf pairs skipped ({args.hh} absent or --pairs 0)")
-    console.print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench.json").write_text(json.dumps(report, indent=2))
-    console.print(f"written {args.out / 'bench.json'}")
 
+def bench_hh(args: argparse.Namespace, backend: HFBackend, settings: JudgeSettings, report: Report) -> None:
+    pairs = hh_pairs(args.hh, args.pairs)
+    for mode in ("pairwise", "pointwise"):
+        verdicts, seconds = timed(backend, settings, mode, pairs, "hh-rlhf", args.out)
+        accuracy = sum(gold_credit(v, 0) for v in verdicts) / len(verdicts)
+        ties = sum(v.scores[0] == v.scores[1] for v in verdicts) / len(verdicts)
+        rate = parse_rate(verdicts)
+        report.add(f"hh_{mode}", {"pairs": len(pairs), "seconds": seconds, "accuracy": accuracy, "tie_rate": ties,
+                                  "parse_rate": rate},
+                   ("hh-rlhf harmless", mode, str(len(pairs)), f"{seconds / len(pairs):.2f}", f"{rate:.2f}",
+                    f"accuracy {accuracy:.3f} (ties {ties:.2f})"))
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 if __name__ == "__main__":
     main()

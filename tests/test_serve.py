@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from test_referee import FakeReferee, perfect_reply
 
+from urpo_kit.errors import UrpoError
 from urpo_kit.judge import JudgeSettings, reward_function
 from urpo_kit.judge.loadtest import run_load, running
 from urpo_kit.judge.server import Batching, Limits, create_app
@@ -105,6 +106,12 @@ def test_a_token_is_required_when_set():
         assert client.get("/health").status_code == 200
 
 
+def test_letter_labels_cap_the_responses_at_start_up():
+    with pytest.raises(UrpoError, match="at most 26"):
+        create_app(FakeReferee(), model="fake", count_tokens=words, settings=JudgeSettings(labels="letters"),
+                   limits=Limits(max_responses=30))
+
+
 def test_other_http_errors_are_json(client):
     assert error_of(client.get("/v1/nothing"))["code"] == "http_404"
     assert error_of(client.get("/v1/judge"))["code"] == "http_405"
@@ -197,3 +204,24 @@ def test_perfect_reply_matches_the_templates():
         for mode in ("listwise", "pairwise", "pointwise"):
             [result] = client.post("/v1/judge", json={"rows": [ROW], "mode": mode}).json()["results"]
             assert result["ranking"] == [1, 2, 0] and perfect_reply("") == "Some thoughts.\nRanking: "
+
+
+def test_cli_serve_wires_options_into_the_app(monkeypatch):
+    from typer.testing import CliRunner
+
+    from urpo_kit.cli import app as cli
+
+    started = {}
+    monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: started.update(app=app, **kwargs))
+    monkeypatch.setenv("URPO_KIT_TOKEN", "tok")
+    result = CliRunner().invoke(cli, ["serve", "-m", "tiny:llama", "--port", "9", "--max-responses", "3",
+                                      "--max-new-tokens", "2"])
+    assert result.exit_code == 0, result.output
+    assert (started["host"], started["port"]) == ("127.0.0.1", 9)
+    with TestClient(started["app"]) as client:
+        assert client.post("/v1/judge", json=ROW).status_code == 401
+        auth = {"Authorization": "Bearer tok"}
+        too_many = client.post("/v1/judge", json={"prompt": "q", "responses": list("abcd")}, headers=auth)
+        assert error_of(too_many)["code"] == "too_many_responses"
+        ok = client.post("/v1/judge", json=ROW, headers=auth)
+        assert ok.status_code == 200 and ok.json()["model"] == "tiny:llama"

@@ -61,9 +61,8 @@ class RefereeBenchmark(_Benchmark):
 
     task: Path | None = Field(None, description="preference task YAML: its gold order and its referee prompt")
     source: Source | None = Field(None, description="RewardBench-format rows (prompt, chosen, rejected[, subset]) "
-                                                    "or hh-rlhf transcripts (chosen, rejected)")
-    format: Literal["auto", "rewardbench", "hh-rlhf"] = Field(
-        "auto", description="row format of `source`; auto: rows with a `prompt` are RewardBench, else hh-rlhf")
+                                                    "or hh-rlhf transcripts (chosen, rejected), as `urpo-kit judge` "
+                                                    "reads them")
     order: Literal["random", "both_orders"] = Field(
         "random", description="random: one seeded order per item (RewardBench); both_orders: a win only when both "
                               "presentation orders pick the best")
@@ -78,8 +77,6 @@ class RefereeBenchmark(_Benchmark):
             raise ValueError("give exactly one of `task` (a preference task) or `source` (a preference file)")
         if self.task is None and self.overrides:
             raise ValueError("`overrides` apply to `task` only")
-        if self.task is not None and self.format != "auto":
-            raise ValueError("`format` applies to `source` only")
         return self
 
 
@@ -110,7 +107,8 @@ class EvalSuite(Strict):
     batch_size: int = Field(16, ge=1, description="generation batch size (lm-eval's HFLM and the referee)")
     limit: int | None = Field(None, ge=1, description="default row limit of every benchmark")
     seed: int = Field(0, description="seed of presentation orders (and lm-eval's seeds stay its defaults)")
-    output_dir: Annotated[Path, OutputPath()] = Path("runs/eval")
+    output_dir: Annotated[Path, OutputPath()] = Field(
+        Path("runs/eval"), description="where `urpo-kit eval` puts its run folders (NAME-TIME; --output names one)")
     allow_code: bool = Field(False, description="allow dotted-path `pkg.mod:fn` verifiers and generators")
 
     @model_validator(mode="after")

@@ -21,7 +21,9 @@ from typing import Any
 import yaml
 
 from urpo_kit.compiler import PreparedTask
+from urpo_kit.config.loader import origin_of
 from urpo_kit.config.schema import VerifiableTask
+from urpo_kit.errors import UrpoError
 from urpo_kit.referee import SamplingParams
 from urpo_kit.rewards import extract_answer, get_verifier
 
@@ -78,7 +80,7 @@ def export_task(prepared: PreparedTask, folder: Path, *, name: str, sampling: Sa
     """Write `folder/{data.jsonl, task.yaml, utils.py}` for a verifiable task whose rows are already loaded."""
     spec = prepared.spec
     if not isinstance(spec, VerifiableTask):
-        raise ValueError(f"task {spec.name} is {spec.kind}: only verifiable tasks are player benchmarks")
+        raise UrpoError(f"{origin_of(spec) or spec.name}: a player benchmark needs a verifiable task, not {spec.kind}")
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / DATA_FILE
@@ -117,16 +119,12 @@ def export_task(prepared: PreparedTask, folder: Path, *, name: str, sampling: Sa
 
 
 @contextlib.contextmanager
-def lm_eval_offline() -> Iterator[None]:
-    """HF_HUB_OFFLINE / HF_DATASETS_OFFLINE for the run, in the environment and in the already-imported libraries."""
-    from urpo_kit.sources.hf import _cache_only  # the libraries read the flags at import time; this patches them
-
-    keys = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update({k: "1" for k in keys})
+def _environ(**values: str) -> Iterator[None]:
+    """Environment variables set for the duration, then restored (or removed) as they were."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
-        with _cache_only():
-            yield
+        yield
     finally:
         for key, value in saved.items():
             if value is None:
@@ -135,18 +133,29 @@ def lm_eval_offline() -> Iterator[None]:
                 os.environ[key] = value
 
 
+@contextlib.contextmanager
+def lm_eval_offline() -> Iterator[None]:
+    """HF_HUB_OFFLINE / HF_DATASETS_OFFLINE for the run, in the environment and in the already-imported libraries."""
+    from urpo_kit.sources.hf import _cache_only  # the libraries read the flags at import time; this patches them
+
+    with _environ(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"), _cache_only():
+        yield
+
+
 def run_lm_eval(model: Any, tokenizer: Any, tasks: Sequence[str], *, include_path: Path | None,
                 batch_size: int, limit: int | None = None, num_fewshot: int | None = None,
                 gen_kwargs: dict[str, Any] | None = None, offline: bool = True) -> dict[str, Any]:
     """lm-eval's result dict (with per-sample logs under `samples`) for an in-memory model.
 
     lm-eval's built-in task index takes ~20 s to build, so it is only read when a task is not one of ours.
+    Every process of a distributed run evaluates everything (lm-eval treats a model object as single-process), so
+    LOCAL_RANK reads 0 during the call: lm-eval would otherwise return None on all but local rank 0.
     """
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    with lm_eval_offline() if offline else contextlib.nullcontext():
+    with lm_eval_offline() if offline else contextlib.nullcontext(), _environ(LOCAL_RANK="0"):
         manager = TaskManager(include_path=str(include_path) if include_path else None,
                               include_defaults=include_path is None)
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)

@@ -24,10 +24,11 @@ Advance = Callable[[int], None]
 
 
 class RateColumn(ProgressColumn):
-    """Items per second (rich's own speed columns are for bytes)."""
+    """Items per second (rich's own speed columns are for bytes); the overall rate until rich has a recent one."""
 
     def render(self, task: Task) -> Text:
-        return Text(f"{task.speed:.2f}/s" if task.speed else "-/s", style="progress.data.speed")
+        rate = task.speed or (task.completed / task.elapsed if task.completed and task.elapsed else None)
+        return Text(f"{rate:.2f}/s" if rate else "-/s", style="progress.data.speed")
 
 
 @contextlib.contextmanager

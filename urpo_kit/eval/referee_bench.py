@@ -1,9 +1,9 @@
 """The referee side of `urpo-kit eval`: does the model, as referee, pick the better response?
 
-Data: RewardBench-format rows (`prompt`, `chosen`, `rejected`, optional `subset`; `chosen`/`rejected` may be lists,
-as in RewardBench 2), hh-rlhf transcripts (`chosen`/`rejected` are whole `\\n\\nHuman: ... \\n\\nAssistant: ...`
-dialogues; the prompt is their shared prefix up to the last `\\n\\nAssistant:`), or one of our preference tasks
-(its gold order, and the referee prompt it trains with).
+Data: RewardBench-format rows (`prompt`, `chosen`, `rejected`, optional `subset`; `chosen`/`rejected` may be lists
+of texts, as in RewardBench 2), hh-rlhf transcripts (`chosen`/`rejected` are whole `\\n\\nHuman: ... \\n\\nAssistant:
+...` dialogues; the prompt is their shared prefix up to the last `\\n\\nAssistant:`), both read by `urpo-kit judge`'s
+row model, or one of our preference tasks (its gold order, and the referee prompt it trains with).
 
 Scoring (RewardBench's generative-judge protocol, extended):
 - order `random`: each item is shown once, in an order drawn from `numpy.random.RandomState(seed)` item by item, as
@@ -23,13 +23,16 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
+
+from pydantic import ValidationError
 
 from urpo_kit.compiler import override_strings, prepare_task
 from urpo_kit.config.loader import origin_of
 from urpo_kit.config.schema import PreferenceTask, RefereePrompt, Source
 from urpo_kit.config.suite import RefereeBenchmark
-from urpo_kit.errors import SourceError
+from urpo_kit.errors import SourceError, UrpoError
+from urpo_kit.judge.rows import JudgeRow, validation_message
 from urpo_kit.recast import render
 from urpo_kit.referee import Judge, JudgeItem, SamplingParams
 from urpo_kit.referee.backends import Backend
@@ -37,7 +40,7 @@ from urpo_kit.rewards import score_ranking
 from urpo_kit.sources import SkippedRow, describe_source, load_rows
 
 __all__ = ["EXAMPLE_COUNTS", "SUBSET_MAPPING", "PreferenceItem", "PreferenceSet", "RefereeResult", "load_preference_set",
-           "presentation_orders", "run_referee_benchmark", "section_scores", "split_transcript"]
+           "presentation_orders", "run_referee_benchmark", "section_scores"]
 
 # RewardBench v1 (allenai/reward-bench, rewardbench/constants.py): the prompt counts each subset is weighted by.
 # math-prm is up-weighted from its 447 rows to match the code subsets; the two xstest weights are as written there.
@@ -56,8 +59,6 @@ SUBSET_MAPPING: dict[str, list[str]] = {
                "donotanswer"],
     "Reasoning": ["math-prm", "hep-cpp", "hep-go", "hep-java", "hep-js", "hep-python", "hep-rust"],
 }
-
-ASSISTANT = "\n\nAssistant:"
 
 
 @dataclass(frozen=True)
@@ -89,40 +90,28 @@ class PreferenceSet:
         return digest.hexdigest()
 
 
-def split_transcript(text: str) -> tuple[str, str]:
-    """An hh-rlhf transcript as (the dialogue before the last assistant turn, that turn's text)."""
-    cut = text.rfind(ASSISTANT)
-    if cut < 0:
-        raise ValueError("no `\\n\\nAssistant:` turn in the transcript")
-    return text[:cut].strip(), text[cut + len(ASSISTANT):].strip()
+def _is_text_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
 
 
-def _texts(value: Any, column: str) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-        return list(value)
-    raise ValueError(f"`{column}` must be a string or a list of strings")
+def _row_candidates(row: dict[str, Any]) -> tuple[str, list[str]]:
+    """(prompt, candidates best first) of one row, or ValueError saying why the row cannot be used.
 
-
-def _row_candidates(row: dict[str, Any], fmt: str) -> tuple[str, list[str]]:
-    """(prompt, candidates best first) of one row, or ValueError saying why the row cannot be used."""
-    if fmt == "hh-rlhf":
-        prompt, chosen = split_transcript(_texts(row.get("chosen"), "chosen")[0])
-        other, rejected = split_transcript(_texts(row.get("rejected"), "rejected")[0])
-        if other != prompt:
-            raise ValueError("chosen and rejected transcripts differ before their last answer")
-        return prompt, [chosen, rejected]
-    if not isinstance(row.get("prompt"), str):
-        raise ValueError("`prompt` must be a string")
-    chosen = _texts(row.get("chosen"), "chosen")
-    if len(chosen) > 1:
-        raise ValueError("several chosen responses (RewardBench 2 Ties) are not scored here")
-    return row["prompt"], chosen + _texts(row.get("rejected"), "rejected")
-
-
-def _detect_format(row: dict[str, Any]) -> Literal["rewardbench", "hh-rlhf"]:
-    return "rewardbench" if "prompt" in row else "hh-rlhf"
+    Pairs (RewardBench `prompt`/`chosen`/`rejected`, hh-rlhf transcripts, chat message lists) are read exactly as
+    `urpo-kit judge` reads them; lists of texts (RewardBench 2: one chosen, several rejected) become N candidates.
+    """
+    try:
+        if _is_text_list(row.get("chosen")) and _is_text_list(row.get("rejected")):
+            if len(row["chosen"]) > 1:
+                raise ValueError("several chosen responses (RewardBench 2 Ties) are not scored here")
+            parsed = JudgeRow(prompt=row.get("prompt"), responses=row["chosen"] + row["rejected"]).input
+        else:
+            parsed = JudgeRow.model_validate(row).input
+            if parsed.gold is None:
+                raise ValueError("no `chosen`/`rejected`: the better response is unknown")
+    except ValidationError as e:
+        raise ValueError(validation_message(e)) from None
+    return parsed.prompt, parsed.responses
 
 
 def _finish(candidates: list[str], n_way: int | None) -> list[str]:
@@ -143,44 +132,46 @@ def _limited(source: Source, limit: int | None) -> Source:
 
 def load_preference_set(bench: RefereeBenchmark, *, name: str, limit: int | None, suite_dir: Path | None,
                         allow_code: bool = False) -> PreferenceSet:
-    """The items of a referee benchmark: rows read through our sources (a preference task through the compiler)."""
+    """The items of a referee benchmark: rows read through our sources (a preference task through the compiler).
+
+    Rows that cannot be judged (malformed, identical candidates, too few for best-of-N) are skipped and counted.
+    """
     items: list[PreferenceItem] = []
     skipped: list[SkippedRow] = []
-    if bench.task is not None:
-        prepared = prepare_task(bench.task, override_strings(bench.overrides),
-                                allow_code=allow_code, limit=limit)
-        spec = prepared.spec
-        if not isinstance(spec, PreferenceTask):
-            raise SourceError(f"{bench.task}: a referee benchmark needs a preference task, not {spec.kind}")
-        renderer = prepared.renderer
-        for row, number in zip(prepared.rows.rows, prepared.rows.row_numbers):
-            variables = renderer.variables(row, number)
-            question = str(render(renderer.question, variables, "prompt", number))
-            try:
-                candidates = _finish(renderer.ranked_candidates(variables, number), bench.candidates)
-            except ValueError as e:
-                skipped.append(SkippedRow(number, str(e)))
-                continue
-            items.append(PreferenceItem(question, candidates, str(row.get("subset", name)), number))
-        origin = origin_of(spec)
-        referee, base_dir = (bench.referee, suite_dir) if bench.referee else (spec.referee, origin.parent if origin else None)
-        return PreferenceSet(items, prepared.rows.skipped + skipped, str(bench.task), referee, base_dir, spec.score)
-    assert bench.source is not None  # the schema guarantees exactly one of task and source
-    source = _limited(bench.source, limit)
-    loaded = load_rows(source, base_dir=suite_dir, allow_code=allow_code)
-    fmt = bench.format if bench.format != "auto" else _detect_format(loaded.rows[0])
-    for row, number in zip(loaded.rows, loaded.row_numbers):
+
+    def add(number: int, row: dict[str, Any], prompt: str, candidates: list[str]) -> None:
         try:
-            prompt, candidates = _row_candidates(row, fmt)
             items.append(PreferenceItem(prompt, _finish(candidates, bench.candidates), str(row.get("subset", name)),
                                         number))
         except ValueError as e:
             skipped.append(SkippedRow(number, str(e)))
+
+    if bench.task is not None:
+        prepared = prepare_task(bench.task, override_strings(bench.overrides), allow_code=allow_code, limit=limit)
+        spec, renderer, loaded = prepared.spec, prepared.renderer, prepared.rows
+        if not isinstance(spec, PreferenceTask):
+            raise UrpoError(f"{bench.task}: a referee benchmark needs a preference task, not {spec.kind}")
+        for row, number in zip(loaded.rows, loaded.row_numbers):
+            variables = renderer.variables(row, number)
+            add(number, row, str(render(renderer.question, variables, "prompt", number)),
+                renderer.ranked_candidates(variables, number))
+        origin = origin_of(spec)
+        description, score = str(bench.task), spec.score
+        referee, base_dir = (bench.referee, suite_dir) if bench.referee else (spec.referee, origin and origin.parent)
+    else:
+        assert bench.source is not None  # the schema guarantees exactly one of task and source
+        source = _limited(bench.source, limit)
+        loaded = load_rows(source, base_dir=suite_dir, allow_code=allow_code)
+        for row, number in zip(loaded.rows, loaded.row_numbers):
+            try:
+                add(number, row, *_row_candidates(row))
+            except ValueError as e:
+                skipped.append(SkippedRow(number, str(e)))
+        description, score, referee, base_dir = describe_source(source), "exact", bench.referee or RefereePrompt(), suite_dir
     if not items:
         reasons = "; ".join(f"row {s.row_number}: {s.reason}" for s in skipped[:3])
-        raise SourceError(f"{describe_source(source)}: no usable {fmt} rows ({reasons})")
-    return PreferenceSet(items, loaded.skipped + skipped, f"{describe_source(source)} ({fmt})",
-                         bench.referee or RefereePrompt(), suite_dir)
+        raise SourceError(f"{description}: no usable preference rows ({reasons})")
+    return PreferenceSet(items, loaded.skipped + skipped, description, referee, base_dir, score)
 
 
 def presentation_orders(items: Sequence[PreferenceItem], seed: int) -> list[list[int]]:
@@ -206,7 +197,7 @@ class Judgment:
     """One referee call: what was shown, what came back, and the candidate it put first (None: unparseable)."""
 
     shown: list[int]
-    raw: str
+    raw: list[str]             # the judgment texts (one; pairwise mode: one per pair of candidates)
     ranking: list[int] | None  # candidate indices (best first = 0), as the referee ranked them
 
     @property
@@ -248,8 +239,9 @@ def section_scores(subset_accuracy: dict[str, float]) -> dict[str, float]:
     return sections
 
 
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
+def _mean(values: Sequence[float]) -> float | None:
+    """None when there is nothing to average (e.g. no judgment parsed): such a metric is left out, not NaN."""
+    return sum(values) / len(values) if values else None
 
 
 def run_referee_benchmark(data: PreferenceSet, backend: Backend, *, order: str, mode: str,
@@ -272,7 +264,7 @@ def run_referee_benchmark(data: PreferenceSet, backend: Backend, *, order: str, 
         for shown in shown_list:
             verdict = next(verdicts)
             ranking = None if verdict.ranking is None else [shown[i] for i in verdict.ranking]
-            judgments.append(Judgment(shown, verdict.raw[0] if verdict.raw else "", ranking))
+            judgments.append(Judgment(shown, verdict.raw, ranking))
         score, agreed = _item_score(judgments, n)
         scores.append(score)
         by_subset.setdefault(item.subset, []).append(score)
@@ -296,7 +288,7 @@ def run_referee_benchmark(data: PreferenceSet, backend: Backend, *, order: str, 
         "reward": _mean(rewards),
     }
     if order == "both_orders":
-        metrics["consistency"] = _mean(consistent)
-        metrics["random_order_accuracy"] = _mean(random_order)
-    subsets = {s: {"accuracy": _mean(v), "n": float(len(v))} for s, v in sorted(by_subset.items())}
-    return RefereeResult(metrics, subsets, section_scores({s: v["accuracy"] for s, v in subsets.items()}), log)
+        metrics.update(consistency=_mean(consistent), random_order_accuracy=_mean(random_order))
+    subsets = {s: {"accuracy": sum(v) / len(v), "n": float(len(v))} for s, v in sorted(by_subset.items())}
+    return RefereeResult({k: v for k, v in metrics.items() if v is not None}, subsets,
+                         section_scores({s: v["accuracy"] for s, v in subsets.items()}), log)

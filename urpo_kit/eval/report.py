@@ -125,13 +125,13 @@ def report_markdown(payload: dict[str, Any]) -> str:
              + ", ".join(f"{k} {v}" for k, v in payload["versions"].items()) + "\n"]
     if payload["player"]:
         rows = [[p["name"], p.get("source") or f"lm-eval `{p['lm_eval_task']}` ({p.get('accuracy_metric')})",
-                 p.get("rows"), p["metrics"]["accuracy"], p["metrics"].get("extracted"), p["seconds"]]
+                 p.get("rows"), p["metrics"]["accuracy"], p["metrics"].get("extracted"), f"{p['seconds']:.1f}"]
                 for p in payload["player"]]
         parts += ["## Player\n", _table(["benchmark", "data", "rows", "accuracy", "extracted", "seconds"], rows)]
     if payload["referee"]:
         rows = [[r["name"], r["source"], r["order"], r["metrics"]["n"], r["metrics"]["accuracy"],
-                 r["metrics"]["parse_failures"], r["metrics"].get("consistency"), r["metrics"]["first_position"],
-                 r["metrics"].get("random_order_accuracy"), r["seconds"]] for r in payload["referee"]]
+                 r["metrics"]["parse_failures"], r["metrics"].get("consistency"), r["metrics"].get("first_position"),
+                 r["metrics"].get("random_order_accuracy"), f"{r['seconds']:.1f}"] for r in payload["referee"]]
         parts += ["## Referee\n", _table(["benchmark", "data", "order", "items", "accuracy", "parse failures",
                                           "consistency", "first position", "random-order accuracy", "seconds"], rows)]
         for r in payload["referee"]:
@@ -142,13 +142,12 @@ def report_markdown(payload: dict[str, Any]) -> str:
     if payload["winrate"]:
         rows = [[f"{w['name']} ({w['label']})", w["metrics"]["n"], w["metrics"]["win_rate"],
                  w["metrics"]["parse_failures"], w["metrics"]["answer_chars"], w["metrics"]["reference_chars"],
-                 w["seconds"]] for w in payload["winrate"]]
+                 f"{w['seconds']:.1f}"] for w in payload["winrate"]]
         parts += ["## Win rate\n", _table(["benchmark", "items", "win rate", "parse failures (draws)",
                                            "answer chars", "reference chars", "seconds"], rows)]
-    if payload["player"] or payload["referee"] or payload["winrate"]:
-        parts.append(f"Charts: `{CHART_FILE}`. Per-sample logs: "
-                     + ", ".join(f"`{f}`" for p in payload["player"] for f in p.get("samples_files", []))
-                     + "".join(f", `{r['log_file']}`" for r in payload["referee"] + payload["winrate"]) + ".\n")
+    logs = [f for p in payload["player"] for f in p.get("samples_files", [])]
+    logs += [b["log_file"] for b in payload["referee"] + payload["winrate"]]
+    parts.append(f"Charts: `{CHART_FILE}`. Per-sample logs: " + ", ".join(f"`{f}`" for f in logs) + ".\n")
     parts.append(FORMULAS)
     return "\n".join(parts)
 

@@ -23,7 +23,7 @@ from typing import Any
 from urpo_kit.compiler import override_strings, prepare_task
 from urpo_kit.config.loader import load_task, origin_of, position_of
 from urpo_kit.config.suite import EvalSuite, PlayerBenchmark, RefereeBenchmark, WinRateBenchmark
-from urpo_kit.errors import ConfigError, Problem
+from urpo_kit.errors import ConfigError, Problem, UrpoError
 from urpo_kit.eval.lm_bridge import export_task, generation_kwargs, run_lm_eval, sample_records
 from urpo_kit.eval.progress import ProgressBackend
 from urpo_kit.eval.referee_bench import load_preference_set, run_referee_benchmark
@@ -115,16 +115,14 @@ def benchmark_names(suite: EvalSuite) -> dict[str, list[str]]:
     return names
 
 
-def _lm_eval_metrics(task_results: dict[str, Any], wanted: str | None) -> tuple[dict[str, float], str]:
-    """Numeric metrics of one lm-eval task result and the one reported as accuracy."""
+def _lm_eval_metrics(name: str, task_results: dict[str, Any], wanted: str | None) -> tuple[dict[str, float], str]:
+    """Numeric `metric,filter` entries of one lm-eval task result, and the one reported as accuracy."""
     metrics = {k: float(v) for k, v in task_results.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool) and "_stderr" not in k and "," in k}
-    if not metrics:
-        raise ConfigError(Problem(None, None, None, "metric", "lm-eval returned no metric"))
-    choice = wanted or next(iter(metrics))
+    choice = wanted or next(iter(metrics), "")
     if choice not in metrics:
-        raise ConfigError(Problem(None, None, None, "metric",
-                                  f"lm-eval reported no `{choice}`; it reported: {', '.join(metrics)}"))
+        raise UrpoError(f"player benchmark {name}: lm-eval reported no `{choice or 'metric'}`"
+                        + (f"; it reported: {', '.join(metrics)}" if metrics else ""))
     return metrics, choice
 
 
@@ -132,7 +130,6 @@ def _player(bench: PlayerBenchmark, name: str, suite: EvalSuite, model: Any, tok
             workdir: Path) -> tuple[dict[str, float], dict[str, Any]]:
     sampling = SamplingParams.merge(suite.sampling.player, bench.sampling)
     limit = bench.limit or suite.limit
-    detail: dict[str, Any] = {"name": name, "sampling": asdict(sampling)}
     start = time.perf_counter()
     if bench.task is not None:
         prepared = prepare_task(bench.task, override_strings(bench.overrides), allow_code=suite.allow_code, limit=limit)
@@ -141,26 +138,30 @@ def _player(bench: PlayerBenchmark, name: str, suite: EvalSuite, model: Any, tok
                                stop=bench.stop, allow_code=suite.allow_code)
         results = run_lm_eval(model, tokenizer, [task_name], include_path=exported.folder,
                               batch_size=suite.batch_size)
-        detail.update(task=str(bench.task), source=prepared.rows.description, lm_eval_task=task_name,
-                      task_folder=str(exported.folder), rows=exported.rows, data_sha256=_file_sha256(exported.data))
-        found, _ = _lm_eval_metrics(results["results"][task_name], None)
+        found = results["results"][task_name]
         metrics = {"accuracy": found["accuracy,none"], "extracted": found["extracted,none"]}
+        detail: dict[str, Any] = {
+            "task": str(bench.task), "source": prepared.rows.description, "task_folder": str(exported.folder),
+            "rows": exported.rows, "data_sha256": _file_sha256(exported.data), "sampling": asdict(sampling)}
     else:
         task_name = str(bench.lm_eval)
-        explicit = bench.sampling.model_dump(exclude_none=True)  # the task's own settings unless the suite says
+        # the task's own generation settings, unless the suite sets sampling or stop sequences for it
+        explicit = bool(bench.sampling.model_dump(exclude_none=True) or bench.stop)
         results = run_lm_eval(model, tokenizer, [task_name], include_path=None, batch_size=suite.batch_size,
                               limit=limit, num_fewshot=bench.num_fewshot, offline=False,
-                              gen_kwargs=generation_kwargs(sampling, bench.stop) if explicit or bench.stop else None)
-        found, choice = _lm_eval_metrics(results["results"][task_name], bench.metric)
+                              gen_kwargs=generation_kwargs(sampling, bench.stop) if explicit else None)
+        found, choice = _lm_eval_metrics(name, results["results"][task_name], bench.metric)
         metrics = {"accuracy": found[choice], **{_key(k): v for k, v in found.items()}}
-        detail.update(lm_eval_task=task_name, accuracy_metric=choice,
-                      rows=sum(int(v.get("effective", 0)) for v in results.get("n-samples", {}).values()))
+        detail = {"accuracy_metric": choice, "sampling": asdict(sampling) if explicit else "the task's own",
+                  "rows": sum(int(v.get("effective", 0)) for v in results.get("n-samples", {}).values())}
     samples = results.pop("samples", {})
+    files = []
     for task, records in samples.items():
         path = workdir / f"samples_{_key(task)}.jsonl"
         path.write_text("".join(line + "\n" for line in sample_records(records)), encoding="utf-8")
-        detail.setdefault("samples_files", []).append(path.name)
-    detail.update(metrics=metrics, seconds=time.perf_counter() - start, lm_eval=results)
+        files.append(path.name)
+    detail.update(name=name, lm_eval_task=task_name, metrics=metrics, samples_files=files,
+                  seconds=time.perf_counter() - start, lm_eval=results)
     return metrics, detail
 
 

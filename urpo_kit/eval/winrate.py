@@ -17,7 +17,7 @@ from typing import Any
 from urpo_kit.compiler import override_strings, prepare_task
 from urpo_kit.config.schema import RefereePrompt
 from urpo_kit.config.suite import WinRateBenchmark
-from urpo_kit.errors import ConfigError, Problem
+from urpo_kit.errors import UrpoError
 from urpo_kit.eval.referee_bench import PreferenceItem, presentation_orders
 from urpo_kit.recast import Templates, render
 from urpo_kit.referee import Judge, JudgeItem, SamplingParams
@@ -46,7 +46,7 @@ def run_winrate(bench: WinRateBenchmark, *, player: Backend, judge: Backend, jud
     prepared = prepare_task(bench.task, override_strings(bench.overrides),
                             allow_code=allow_code, limit=limit)
     if prepared.spec.kind == "preference":
-        raise ConfigError(Problem(str(bench.task), None, None, "kind", "a win-rate task needs a player prompt"))
+        raise UrpoError(f"{bench.task}: a win-rate benchmark needs a task with a player prompt, not a preference task")
     reference_template = Templates(suite_dir).inline(bench.reference, "reference")
     renderer = prepared.renderer
     prompts, references = [], []
@@ -80,8 +80,9 @@ def run_winrate(bench: WinRateBenchmark, *, player: Backend, judge: Backend, jud
         "n": float(n),
         "parse_failures": float(failures),
         "parse_failure_rate": failures / n,
-        "first_position": sum(first) / len(first) if first else float("nan"),
         "answer_chars": sum(len(a) for a in answers) / n,
         "reference_chars": sum(len(r) for r in references) / n,
     }
+    if first:  # undefined when no judgment parsed
+        metrics["first_position"] = sum(first) / len(first)
     return WinRateResult(metrics, protocol_label(judge_name), digest.hexdigest(), log)

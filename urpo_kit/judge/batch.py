@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from urpo_kit.judge.rows import JudgeRow, judge_item, result, row_key, validation_message
+from urpo_kit.judge.rows import JudgeRow, judge_item, row_key, to_result, validation_message
 from urpo_kit.judge.settings import JudgeSettings
 from urpo_kit.referee.backends import Backend
 from urpo_kit.sources.files import iter_file
@@ -86,7 +86,7 @@ def done_keys(path: Path) -> set[str]:
 
 
 @contextlib.contextmanager
-def _reporting(backend: Backend, advance: Callable[[int], None]) -> Iterator[None]:
+def reporting(backend: Backend, advance: Callable[[int], None]) -> Iterator[None]:
     """Progress per generation batch from backends that report it (`HFBackend.progress`), restored afterwards."""
     if not hasattr(backend, "progress"):
         yield
@@ -129,14 +129,14 @@ def judge_file(source: Path, output: Path, backend: Backend, settings: JudgeSett
                TimeElapsedColumn(), TimeRemainingColumn())
     with output.open("a", encoding="utf-8") as out, Progress(*columns, console=console) as progress:
         task = progress.add_task("judging", total=sum(cost))
-        with _reporting(backend, lambda k: progress.advance(task, k)):
+        with reporting(backend, lambda k: progress.advance(task, k)):
             for begin in range(0, len(pending), rows_per_batch):
                 batch = pending[begin:begin + rows_per_batch]
                 settings.seed_batch([p.key for p in batch])
                 verdicts = judge.judge([judge_item(p.row.input, p.key) for p in batch])
                 for p, verdict in zip(batch, verdicts):
                     record: dict[str, Any] = {"hash": p.key, "line": p.line,
-                                              **result(p.row.input, verdict, p.row.id).model_dump()}
+                                              **to_result(p.row.input, verdict, p.row.id).model_dump()}
                     out.write(json.dumps(record, ensure_ascii=False) + "\n")
                     _tally(report, record)
                 out.flush()

@@ -29,19 +29,8 @@ SEED = typer.Option(0, help="seed for presentation orders and sampling")
 DTYPE = typer.Option("auto", help="auto: bfloat16 on a GPU that has it, else float32 (bfloat16 is ~1.5x faster "
                                   "on CPU)")
 BATCH_SIZE = typer.Option(16, min=1, help="sequences per generation batch")
-
-ROW_FORMATS = """Each input row (JSONL, or .json/.csv/.parquet, optionally .gz) holds a prompt and 2 or more
-responses, in one of these shapes (other keys are ignored; `id` is passed through):
-
-  {"prompt": "...", "responses": ["...", "...", ...]}
-
-  {"prompt": "...", "chosen": "...", "rejected": "..."}   (gold: chosen is better; reports accuracy)
-
-  {"chosen": "...", "rejected": "..."}   (no prompt: hh-rlhf transcripts, split at the last "\\n\\nAssistant:",
-  or two message lists, split where they start to differ)
-
-A prompt may be chat messages ([{"role": "user", "content": "..."}]); a response may be a list of messages."""
-
+THREADS = typer.Option(None, min=1, help="torch CPU threads (default: torch's choice; on a busy shared CPU, 1 "
+                                         "avoids oversubscription)")
 
 def _settings(mode: str, template: Optional[Path], debias: str, samples: int, temperature: float,
               max_new_tokens: int, labels: str, seed: int) -> JudgeSettings:
@@ -67,6 +56,7 @@ def judge_command(
     seed: int = SEED,
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = DTYPE,
     batch_size: int = BATCH_SIZE,
+    threads: Optional[int] = THREADS,
     rows_per_batch: int = typer.Option(32, min=1, help="rows per judging call; the output is flushed after each"),
 ) -> None:
     """Rank or score the responses of each row with a referee model, into resumable JSONL.
@@ -75,6 +65,18 @@ def judge_command(
     judgment texts, what each judgment was shown, agreement between orders (both_orders) and, for chosen/rejected
     rows, whether the chosen response won. Malformed rows are reported with their line number and skipped (exit
     code 1). Rows are keyed by a hash of the row, the settings, the template and the model.
+
+    Each input row (JSONL, or .json/.csv/.parquet, optionally .gz) holds a prompt and 2 or more
+    responses, in one of these shapes (other keys are ignored; `id` is passed through):
+
+      {"prompt": "...", "responses": ["...", "...", ...]}
+
+      {"prompt": "...", "chosen": "...", "rejected": "..."}   (gold: chosen is better; reports accuracy)
+
+      {"chosen": "...", "rejected": "..."}   (no prompt: hh-rlhf transcripts, split at the last "\\n\\nAssistant:",
+      or two message lists, split where they start to differ)
+
+    A prompt may be chat messages ([{"role": "user", "content": "..."}]); a response may be a list of messages.
     """
     from urpo_kit.judge.batch import judge_file
     from urpo_kit.judge.settings import load_backend
@@ -82,7 +84,7 @@ def judge_command(
     err = Console(stderr=True)
     settings = _settings(mode, template, debias, samples, temperature, max_new_tokens, labels, seed)
     with err.status(f"loading {model}"):
-        backend = load_backend(model, dtype=dtype, batch_size=batch_size)
+        backend = load_backend(model, dtype=dtype, batch_size=batch_size, threads=threads)
     report = judge_file(input, output, backend, settings, model=model, rows_per_batch=rows_per_batch, console=err)
     table = Table("rows", "count", title=f"{input} -> {output} ({report.seconds:.1f} s)")
     table.add_row("judged now", str(report.judged))
@@ -102,9 +104,6 @@ def judge_command(
         raise typer.Exit(1)
 
 
-judge_command.__doc__ = f"{judge_command.__doc__}\n\n{ROW_FORMATS}"
-
-
 def serve_command(
     model: str = MODEL,
     host: str = typer.Option("127.0.0.1", help="interface to bind; anything but loopback exposes the model"),
@@ -121,6 +120,7 @@ def serve_command(
     seed: int = SEED,
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = DTYPE,
     batch_size: int = BATCH_SIZE,
+    threads: Optional[int] = THREADS,
     batch_window_ms: float = typer.Option(5.0, min=0.0, help="how long a request waits for others to batch with"),
     max_batch_rows: int = typer.Option(64, min=1, help="rows per batch (1 with window 0: one request at a time)"),
     max_rows: int = typer.Option(64, min=1, help="rows per request"),
@@ -137,8 +137,11 @@ def serve_command(
     from urpo_kit.judge.server import Batching, Limits, create_app
     from urpo_kit.judge.settings import load_backend
 
+    if host not in ("127.0.0.1", "localhost", "::1") and not token:
+        Console(stderr=True).print(f"[yellow]warning[/yellow] serving on {host} without a token: anyone who can "
+                                   "reach this port can use the model (set URPO_KIT_TOKEN)")
     settings = _settings(mode, template, debias, samples, temperature, max_new_tokens, labels, seed)
-    backend = load_backend(model, dtype=dtype, batch_size=batch_size)
+    backend = load_backend(model, dtype=dtype, batch_size=batch_size, threads=threads)
     limits = Limits(max_body_bytes=max_body_bytes, max_rows=max_rows, max_responses=max_responses,
                     max_prompt_tokens=max_prompt_tokens, max_response_tokens=max_response_tokens)
     app = create_app(backend, model=model, settings=settings, limits=limits, token=token,

@@ -11,10 +11,9 @@ import statistics
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
-
-from contextlib import contextmanager
 
 
 @dataclass

@@ -36,7 +36,10 @@ def _completion(completion: Any) -> str:
     return response_text([Message.model_validate(m) for m in completion])
 
 
-def _local(target: Any, settings: JudgeSettings, tokenizer: Any, batch_size: int) -> Callable[[list[RowInput]], list[list[float]]]:
+Scorer = Callable[[list[RowInput]], list[list[float]]]  # rows in, per-row response scores out
+
+
+def _local(target: Any, settings: JudgeSettings, tokenizer: Any, batch_size: int) -> Scorer:
     if isinstance(target, str):
         backend: Backend = load_backend(target, batch_size=batch_size)
     elif hasattr(target, "generate") and hasattr(target, "config"):  # a transformers (or PEFT) model
@@ -56,8 +59,7 @@ def _local(target: Any, settings: JudgeSettings, tokenizer: Any, batch_size: int
     return scores
 
 
-def _remote(url: str, mode: Mode, token: str | None, timeout: float,
-            rows_per_request: int) -> Callable[[list[RowInput]], list[list[float]]]:
+def _remote(url: str, mode: Mode, token: str | None, timeout: float, rows_per_request: int) -> Scorer:
     import httpx
 
     headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -74,7 +74,8 @@ def _split_conversations(chosen: list[Message], rejected: list[Message]) -> RowI
         shared += 1
     if shared == 0:
         raise ValueError("no `prompt`, and the `chosen`/`rejected` conversations share no first message")
-    return RowInput(messages_text(chosen[:shared]), [response_text(chosen[shared:]), response_text(rejected[shared:])], 0)
+    responses = [response_text(chosen[shared:]), response_text(rejected[shared:])]
+    return RowInput(messages_text(chosen[:shared]), responses, 0)
 
 
 class JudgeRow(BaseModel):
@@ -166,7 +167,7 @@ def gold_credit(verdict: Verdict, gold: int) -> float:
     return 1.0 / sum(s >= best - 1e-9 for s in verdict.scores)
 
 
-def result(row: RowInput, verdict: Verdict, row_id: str | int | None = None) -> JudgeResult:
+def to_result(row: RowInput, verdict: Verdict, row_id: str | int | None = None) -> JudgeResult:
     correct = gold_credit(verdict, row.gold) if row.gold is not None else None
     return JudgeResult(id=row_id, ranking=verdict.ranking, scores=verdict.scores, status=verdict.status,
                        parsed=verdict.parsed, attempts=verdict.attempts, agreement=verdict.agreement, correct=correct,

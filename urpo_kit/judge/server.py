@@ -1,8 +1,8 @@
 """`urpo-kit serve`: the referee behind HTTP, with requests from all clients batched into shared generations.
 
-Generation dominates the cost of a judgment and a batch of sequences costs little more than one, so the server
-collects whatever requests arrive within a short window (or while the previous batch is generating) and judges
-them in one `Judge.judge` call on a single worker thread. The event loop only validates and queues, so slow or
+Generation dominates the cost of a judgment, and a batch of N sequences costs far less than N single ones, so the
+server collects whatever requests arrive within a short window (or while the previous batch is generating) and
+judges them in one `Judge.judge` call on a single worker thread. The event loop only validates and queues, so slow or
 malformed clients never hold the model.
 
 Errors are JSON `{"error": {"code": ..., "message": ...}}`: 400 malformed JSON, 401 missing or wrong bearer token,
@@ -26,16 +26,18 @@ from pydantic import BaseModel, Discriminator, Tag
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from urpo_kit.errors import UrpoError
 from urpo_kit.judge.rows import (
     JudgeRequest,
     JudgeResponse,
     JudgeRow,
     RowInput,
     judge_item,
-    result,
     row_key,
+    to_result,
 )
 from urpo_kit.judge.settings import JudgeSettings
+from urpo_kit.recast import MAX_LETTER_LABELS
 from urpo_kit.referee import JudgeItem, Verdict
 from urpo_kit.referee.backends import Backend
 from urpo_kit.referee.judge import Mode
@@ -276,6 +278,9 @@ def create_app(backend: Backend, *, model: str, settings: JudgeSettings = JudgeS
                count_tokens: Callable[[list[str]], list[int]] | None = None, token: str | None = None) -> FastAPI:
     """The FastAPI app around one backend. `count_tokens` defaults to the backend's tokenizer; `token`, when set,
     is the bearer token `/v1/judge` requires."""
+    if settings.labels == "letters" and limits.max_responses > MAX_LETTER_LABELS:
+        raise UrpoError(f"letter labels allow at most {MAX_LETTER_LABELS} responses; lower max_responses "
+                        f"({limits.max_responses}) or use number labels")
     if count_tokens is None:
         count_tokens = tokenizer_counter(backend.tokenizer)  # type: ignore[attr-defined]
     judges = {settings.mode: settings.judge(backend)}  # a bad template fails here, at start-up
@@ -345,7 +350,7 @@ def create_app(backend: Backend, *, model: str, settings: JudgeSettings = JudgeS
         check_limits(inputs, limits, count_tokens)
         verdicts = await batcher.submit(mode, [judge_item(x, row_key(x)) for x in inputs])
         return JudgeResponse(model=model, mode=mode,
-                             results=[result(x, v, row.id) for x, v, row in zip(inputs, verdicts, rows)])
+                             results=[to_result(x, v, row.id) for x, v, row in zip(inputs, verdicts, rows)])
 
     @app.get("/health", response_model=Health)
     async def health() -> Health:

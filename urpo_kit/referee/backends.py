@@ -46,7 +46,8 @@ class HFBackend:
     under DDP/ZeRO-3); by default the model itself is used."""
 
     def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 16,
-                 unwrap: Callable[[], ContextManager[Any]] | None = None, progress: Callable[[int], None] | None = None):
+                 unwrap: Callable[[], ContextManager[Any]] | None = None,
+                 progress: Callable[[int], None] | None = None):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.unwrap = unwrap or (lambda: contextlib.nullcontext(self.model))
         self.progress = progress

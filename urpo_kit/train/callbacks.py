@@ -16,8 +16,8 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from urpo_kit.train.metrics import RunLog, plot_run
 from urpo_kit.train.rewards import StepObserver
 
-# Per-step figures from TRL and Trainer that are not worth a metrics.jsonl column.
-_SKIP = ("total_flos", "train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss")
+# Keys of the Trainer's end-of-training summary, which is logged like a step but is none.
+_SUMMARY = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss")
 
 
 class RunLogCallback(TrainerCallback):
@@ -25,19 +25,17 @@ class RunLogCallback(TrainerCallback):
 
     def __init__(self, run_log: RunLog, observer: StepObserver, gather: Callable[[Any], list[Any]]):
         self.run_log, self.observer, self.gather = run_log, observer, gather
-        self.last: dict[str, Any] = {}
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         logs = logs or {}
-        if any(k in logs for k in _SKIP):  # the end-of-training summary, not a step
+        if any(k in logs for k in _SUMMARY):
             return
         positions: dict[str, list[int]] = {}
         for part in self.gather([self.observer.drain()]):  # all ranks: collective under DDP
             for step, seen in part.items():
                 positions[str(step)] = sorted(set(positions.get(str(step), [])) | set(seen))
         values = {k: v for k, v in logs.items() if v is not None}
-        self.last = values
         if state.is_world_process_zero:
             self.run_log.write(state.global_step, {**values, "positions": positions})
 
@@ -58,21 +56,15 @@ class HeldOutEvalCallback(TrainerCallback):
         self.tokenizer: Any = None
 
     def evaluate(self, state: TrainerState) -> dict[str, float]:
+        """run_suite puts the model in eval mode without autograd and restores its mode and the RNG states."""
         step = state.global_step
         results: dict[str, float] = {}
-        padding_side = self.tokenizer.padding_side
         start = time.perf_counter()
         with self.generation_model() as model:
-            was_training = model.training
-            model.eval()
-            try:
-                for suite in self.suites:
-                    folder = self.run_dir / "eval" / f"step-{step:05d}" if state.is_world_process_zero else None
-                    results.update(self.run_suite(suite, model, self.tokenizer, folder,
-                                                  progress=state.is_world_process_zero))
-            finally:
-                model.train(was_training)
-                self.tokenizer.padding_side = padding_side  # the trainer needs left padding back
+            for suite in self.suites:
+                folder = self.run_dir / "eval" / f"step-{step:05d}" if state.is_world_process_zero else None
+                results.update(self.run_suite(suite, model, self.tokenizer, folder,
+                                              progress=state.is_world_process_zero))
         results["heldout/time_s"] = time.perf_counter() - start
         self.done.add(step)
         if state.is_world_process_zero:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -43,13 +42,13 @@ def train_command(
 ) -> None:
     """Train one model as player and referee (URPO) with TRL's GRPOTrainer; see recipes/quickstart.yaml."""
     from urpo_kit.config.loader import load_recipe
-    from urpo_kit.train.trainer import train
+    from urpo_kit.train.trainer import is_main_process, train
 
     spec = load_recipe(recipe, overrides or [])
     if allow_code:
         spec.allow_code = True
     result = train(spec, resume=resume)
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not is_main_process():
         return
     console.print(f"[green]done[/green] {result.steps} steps in {result.seconds / 60:.1f} min; run folder "
                   f"{result.run_dir} (metrics.jsonl, tensorboard/, plots/), final model {result.final_dir}")

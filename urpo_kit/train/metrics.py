@@ -1,10 +1,24 @@
 """Per-task, per-role training metrics: names, the few statistics we need, the run log (JSONL + TensorBoard), plots.
 
-Metric names are `{task}/{role}/{what}` (role: `player` or `referee`), plus a few run-wide ones. Reward functions
-emit values through TRL's `log_metric` hook, which averages every value emitted during a logging window across all
-processes; so a per-completion value (reward, accuracy, length) is emitted once per completion and its logged figure
-is an exact mean over completions, and a per-group value (within-group std, zero-variance flag, rank-length
-correlation) once per group.
+Reward functions emit values through TRL's `log_metric` hook, which averages every value emitted during a logging
+window across all processes; so a per-completion value is emitted once per completion and its logged figure is an
+exact mean over completions, and a per-group value once per group. Names are `{task}/{role}/{what}`:
+
+every task (role `player` for verifiable and open-ended tasks, `referee` for preference tasks)
+  reward_mean     mean reward of its completions (the weighted sum of the task's RewardSpec)
+  reward_std      mean within-group reward std (the spread GRPO turns into a learning signal)
+  zero_var_frac   share of groups whose G rewards are all equal (no learning signal)
+  length_mean     mean completion length in tokens
+verifiable: `player/accuracy` (verifier score), `player/answer_rate` (an answer was extracted)
+preference: `referee/accuracy` (exact match with the gold ranking; choice accuracy for pairs),
+  `referee/parse_rate`, `referee/first_shown_best_rate` (position bias: the first shown candidate ranked best)
+open-ended (the self-referee): `referee/parse_rate` (judgments that parsed), `referee/no_signal_rate` (groups where
+  none parsed: equal rewards), `referee/both_orders_agreement` (debias both_orders), `referee/rank_length_spearman`
+  (Spearman between the referee's scores and answer lengths: persistently high is a length-hacking warning),
+  `referee/time_s` (judging time per step); run-wide `self_referee/time_s`.
+TRL adds its own (`reward`, `reward_std`, `frac_reward_zero_std`, `rewards/<kind>/mean`, `completions/*`, `kl`,
+`entropy`, `step_time`, ...), and held-out evaluations are logged as `player/<bench>/accuracy`,
+`referee/<bench>/accuracy`, ... with `kind: heldout` in metrics.jsonl (TensorBoard prefix `heldout/`).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import hashlib
 import importlib.metadata
 import json
 import platform
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ VERSIONS_FILE = "versions.json"
 STREAM_FILE = "stream.json"
 PACKAGES = ("urpo-kit", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "lm-eval", "vllm",
             "deepspeed")
+CHECKPOINT = re.compile(r"checkpoint-\d+")  # what transformers names them
 # grpo fields that decide which positions make up a step; the stream fingerprint covers the rest.
 LAYOUT_FIELDS = ("prompts_per_step", "group_size", "num_iterations")
 
@@ -34,18 +36,40 @@ class ResumeError(UrpoError):
     """The run folder and the command line disagree about whether, or how, to continue."""
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The `checkpoint-N` folder with the highest N (what the Trainer resumes from), or None."""
-    from transformers.trainer_utils import get_last_checkpoint
-
+def checkpoints(run_dir: Path) -> list[Path]:
+    """`checkpoint-N` folders, newest (highest N) first."""
     if not run_dir.is_dir():
-        return None
-    found = get_last_checkpoint(str(run_dir))
-    return Path(found) if found else None
+        return []
+    found = [p for p in run_dir.iterdir() if p.is_dir() and CHECKPOINT.fullmatch(p.name)]
+    return sorted(found, key=checkpoint_step, reverse=True)
 
 
 def checkpoint_step(checkpoint: Path) -> int:
     return int(checkpoint.name.rsplit("-", 1)[1])
+
+
+def is_complete(checkpoint: Path) -> bool:
+    """The Trainer writes trainer_state.json last: a checkpoint cut short by a kill has none (or a truncated one)."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint (what a resumed run continues from), or None."""
+    return next((c for c in checkpoints(run_dir) if is_complete(c)), None)
+
+
+def set_aside_incomplete(run_dir: Path) -> list[Path]:
+    """Rename checkpoints newer than the latest complete one to `*.incomplete`, so neither the Trainer's
+    checkpoint rotation nor a later resume mistakes them for real ones. Main process only."""
+    latest = latest_checkpoint(run_dir)
+    newer = [c for c in checkpoints(run_dir) if latest is None or checkpoint_step(c) > checkpoint_step(latest)]
+    for c in newer:
+        c.rename(c.with_name(c.name + ".incomplete"))
+    return newer
 
 
 def fingerprint(records: list[dict[str, Any]]) -> str:

@@ -8,10 +8,9 @@ reward function per task kind, the self-referee bound to the trainer's own model
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,21 +19,33 @@ from urpo_kit.config.schema import OpenEndedTask, Recipe
 from urpo_kit.errors import UrpoError
 from urpo_kit.train.layout import BatchLayout, batch_layout
 from urpo_kit.train.metrics import RunLog, read_metrics
-from urpo_kit.train.resume import check_resume, checkpoint_step, fingerprint, write_run_info
+from urpo_kit.train.resume import check_resume, checkpoint_step, fingerprint, set_aside_incomplete, write_run_info
 from urpo_kit.train.rewards import StepObserver, reward_functions
-from urpo_kit.train.self_referee import SelfReferee, trainer_backend
+from urpo_kit.train.self_referee import SelfReferee, generation_context, trainer_backend
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-log = logging.getLogger(__name__)
-
 
 def num_processes() -> int:
-    """Processes of this launch (`accelerate launch` and torchrun set WORLD_SIZE)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    """Processes of this launch, read from the environment as accelerate does (torchrun, or MPI for multi-CPU).
+
+    Read before the trainer exists because the batch layout depends on it; `build_run` checks it against the
+    trainer's accelerator afterwards.
+    """
+    from accelerate.utils import get_int_from_env
+
+    return get_int_from_env(["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"], 1)
+
+
+def is_main_process() -> bool:
+    from accelerate.utils import get_int_from_env
+
+    return get_int_from_env(["RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK"], 0) == 0
 
 
 def needs_whole_groups(tasks: Sequence[PreparedTask]) -> bool:
@@ -55,7 +66,12 @@ def train_dataset(stream: MixedStream, *, progress: bool = True) -> tuple[Datase
 
 
 def grpo_config(recipe: Recipe, layout: BatchLayout, **extra: Any) -> GRPOConfig:
-    """GRPOConfig for the recipe. `extra` overrides any field (tests and the benchmark use it)."""
+    """GRPOConfig for the recipe. `extra` overrides any field (tests and the benchmark use it).
+
+    TRL samples all completions of a step in one call with one sampling setting, so `roles.player` applies to every
+    trained completion, the preference tasks' judgments included; `roles.referee` is what the self-referee uses.
+    The learning rate is constant after `grpo.warmup_steps` (the recipe has no schedule; GRPO runs are short).
+    """
     import torch
     from trl import GRPOConfig
 
@@ -103,6 +119,33 @@ def grpo_config(recipe: Recipe, layout: BatchLayout, **extra: Any) -> GRPOConfig
     return GRPOConfig(**kwargs)
 
 
+def make_trainer(recipe: Recipe, layout: BatchLayout, dataset: Dataset, rewards: Sequence[Callable[..., Any]],
+                 referee: SelfReferee | None, callbacks: Sequence[TrainerCallback] = (),
+                 **config_overrides: Any) -> GRPOTrainer:
+    """GRPOTrainer for the recipe's model on `dataset`, with the self-referee (if any) bound to its model."""
+    from transformers import PrinterCallback
+    from trl import GRPOTrainer
+
+    from urpo_kit.models import load_tokenizer, peft_config, resolve_model_path
+
+    trainer = GRPOTrainer(
+        model=resolve_model_path(recipe.model.name, recipe.model.revision),
+        reward_funcs=list(rewards),
+        args=grpo_config(recipe, layout, **config_overrides),
+        train_dataset=dataset,
+        processing_class=load_tokenizer(recipe.model),
+        peft_config=peft_config(recipe.model),
+        callbacks=list(callbacks),
+    )
+    if trainer.accelerator.num_processes != layout.num_processes:
+        raise UrpoError(f"the launcher reports {layout.num_processes} processes but accelerate runs "
+                        f"{trainer.accelerator.num_processes}; launch with `accelerate launch` or torchrun")
+    trainer.remove_callback(PrinterCallback)  # added by disable_tqdm; the run log and progress bar replace it
+    if referee is not None:
+        referee.backend.bind(trainer_backend(trainer, recipe))
+    return trainer
+
+
 @dataclass
 class UrpoRun:
     """Everything a training run is made of; `trainer.train(resume_from_checkpoint=...)` runs it."""
@@ -116,7 +159,6 @@ class UrpoRun:
     referee: SelfReferee | None
     run_log: RunLog
     resume_from: Path | None
-    callbacks: dict[str, Any] = field(default_factory=dict)
 
 
 def build_run(recipe: Recipe, *, resume: bool = False, callbacks: Sequence[TrainerCallback] = (),
@@ -124,10 +166,7 @@ def build_run(recipe: Recipe, *, resume: bool = False, callbacks: Sequence[Train
               **config_overrides: Any) -> UrpoRun:
     """Prepare tasks and stream, check the layout and the run folder, and build the trainer (nothing runs yet)."""
     from accelerate.utils import gather_object
-    from transformers import PrinterCallback
-    from trl import GRPOTrainer
 
-    from urpo_kit.models import load_tokenizer, peft_config, resolve_model_path
     from urpo_kit.train.callbacks import PlotsCallback, RichProgressCallback, RunLogCallback
 
     run_dir = Path(recipe.output_dir)
@@ -138,7 +177,10 @@ def build_run(recipe: Recipe, *, resume: bool = False, callbacks: Sequence[Train
     stream_fingerprint = fingerprint(records)
     resume_from = check_resume(run_dir, recipe, stream_fingerprint, resume)
 
-    main = int(os.environ.get("RANK", "0")) == 0
+    main = is_main_process()
+    if main and resume:
+        for partial in set_aside_incomplete(run_dir):
+            log.warning("%s was cut short (no trainer_state.json); set aside as %s.incomplete", partial, partial.name)
     if main and resume_from is None:
         write_run_info(run_dir, recipe, {"length": stream.length, "fingerprint": stream_fingerprint,
                                          "counts": stream.realised_counts(), "epochs": stream.epochs(),
@@ -152,32 +194,17 @@ def build_run(recipe: Recipe, *, resume: bool = False, callbacks: Sequence[Train
     rewards = reward_functions(specs, allow_code=recipe.allow_code, referee=referee, observer=observer)
 
     heldout = _heldout_callback(recipe, run_dir, run_log, run_suite, resume_from)
-    run_log_cb = RunLogCallback(run_log, observer, gather_object)
-    ours: list[TrainerCallback] = [run_log_cb]
+    ours: list[TrainerCallback] = [RunLogCallback(run_log, observer, gather_object)]
     if heldout is not None:
         ours.append(heldout)
     ours += [PlotsCallback(run_dir), RichProgressCallback() if progress else None, *callbacks]
 
-    tokenizer = load_tokenizer(recipe.model)
-    trainer = GRPOTrainer(
-        model=resolve_model_path(recipe.model.name, recipe.model.revision),
-        reward_funcs=rewards,
-        args=grpo_config(recipe, layout, **config_overrides),
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=peft_config(recipe.model),
-        callbacks=[c for c in ours if c is not None],
-    )
-    trainer.remove_callback(PrinterCallback)  # added by disable_tqdm; the run log and progress bar replace it
-    if referee is not None:
-        referee.backend.bind(trainer_backend(trainer, recipe))
+    trainer = make_trainer(recipe, layout, dataset, rewards, referee, [c for c in ours if c is not None],
+                           **config_overrides)
     if heldout is not None:
-        from urpo_kit.train.self_referee import generation_context
-
         heldout.generation_model = generation_context(trainer)
-        heldout.tokenizer = tokenizer
-    return UrpoRun(recipe, run_dir, tasks, stream, layout, trainer, referee, run_log, resume_from,
-                   {"run_log": run_log_cb, "heldout": heldout})
+        heldout.tokenizer = trainer.processing_class
+    return UrpoRun(recipe, run_dir, tasks, stream, layout, trainer, referee, run_log, resume_from)
 
 
 def _heldout_callback(recipe: Recipe, run_dir: Path, run_log: RunLog,

@@ -1,0 +1,329 @@
+"""urpo_kit.eval: suites, referee data and scoring (RewardBench protocol), the lm-eval export, reports, and one
+offline run end to end with a tiny random model."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+import re
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from urpo_kit.cli import app
+from urpo_kit.compiler import override_strings, prepare_task
+from urpo_kit.config.schema import RefereePrompt
+from urpo_kit.config.suite import RefereeBenchmark, load_suite
+from urpo_kit.errors import ConfigError, SourceError
+from urpo_kit.eval import compare_runs, load_run, run_suite
+from urpo_kit.eval.lm_bridge import Scorer, export_task
+from urpo_kit.eval.referee_bench import (
+    EXAMPLE_COUNTS,
+    PreferenceItem,
+    PreferenceSet,
+    load_preference_set,
+    presentation_orders,
+    run_referee_benchmark,
+    section_scores,
+)
+from urpo_kit.eval.runner import benchmark_names
+from urpo_kit.models.tiny import tiny_model
+from urpo_kit.referee import SamplingParams
+
+ROOT = Path(__file__).resolve().parents[1]
+HH = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
+SUITES = sorted((ROOT / "recipes" / "eval").glob("*.yaml"))
+GREEDY = SamplingParams(temperature=0.0, max_new_tokens=8)
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    return write(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+# ------------------------------------------------------------------------------------------------ suites
+@pytest.mark.parametrize("path", SUITES, ids=[p.stem for p in SUITES])
+def test_shipped_suites_load(path: Path) -> None:
+    suite = load_suite(path)
+    names = benchmark_names(suite)
+    assert sum(map(len, names.values())) >= 1
+
+
+def test_quickstart_heldout_rows_follow_the_training_rows() -> None:
+    """The held-out suite takes the 32 rows after the 2000 the quickstart tasks train on: the generators are
+    prefix-stable, so the longer stream starts with exactly the training rows."""
+    suite = load_suite(ROOT / "recipes" / "eval" / "quickstart-heldout.yaml")
+    for bench in (suite.player[0], suite.referee[0]):
+        train = prepare_task(bench.task).rows.rows
+        longer = prepare_task(bench.task, override_strings({"source.n": 2032})).rows.rows
+        held = prepare_task(bench.task, override_strings(bench.overrides), limit=suite.limit).rows.rows
+        assert len(train) == 2000 and longer[:2000] == train and held == longer[2000:]
+
+
+def test_suite_errors_name_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "s.yaml", "name: s\nreferee:\n  - source: {path: x.jsonl}\n    oder: both_orders\n")
+    with pytest.raises(ConfigError) as err:
+        load_suite(path)
+    assert re.search(r"s\.yaml:4:5: referee\.0\.oder: unknown key `oder`; did you mean `order`\?", str(err.value))
+    path = write(tmp_path / "t.yaml", "name: t\nplayer:\n  - {task: a.yaml, lm_eval: gsm8k}\n")
+    with pytest.raises(ConfigError, match=r"t\.yaml:3:.*exactly one of `task`"):
+        load_suite(path)
+    with pytest.raises(ConfigError, match="at least one"):
+        load_suite(write(tmp_path / "u.yaml", "name: u\n"))
+
+
+def test_clashing_benchmark_names_are_refused(tmp_path: Path) -> None:
+    task = ROOT / "tasks" / "pairs-synthetic.yaml"
+    path = write(tmp_path / "s.yaml", f"name: s\nreferee:\n  - task: {task}\n  - task: {task}\n    order: both_orders\n")
+    with pytest.raises(ConfigError, match=r"s\.yaml:4:.*two referee benchmarks are called `pairs-synthetic`"):
+        benchmark_names(load_suite(path))
+
+
+# ------------------------------------------------------------------------------------------------ referee data
+def test_preference_files_pairs_best_of_n_and_skips(tmp_path: Path) -> None:
+    rows = [
+        {"prompt": "p1", "chosen": "good", "rejected": "bad", "subset": "alpacaeval-easy"},
+        {"prompt": "p2", "chosen": ["right"], "rejected": ["w1", "w2", "w3"], "subset": "Math"},
+        {"prompt": "p3", "chosen": ["a", "b"], "rejected": ["c", "d"], "subset": "Ties"},
+        {"prompt": "p4", "chosen": "same", "rejected": "same"},
+        {"chosen": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: joke?\n\nAssistant: knock knock",
+         "rejected": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: joke?\n\nAssistant: no"},
+    ]
+    path = write_jsonl(tmp_path / "prefs.jsonl", rows)
+    data = load_preference_set(RefereeBenchmark(source={"path": path}), name="prefs", limit=None, suite_dir=None)
+    assert [(i.prompt, i.candidates, i.subset) for i in data.items] == [
+        ("p1", ["good", "bad"], "alpacaeval-easy"),
+        ("p2", ["right", "w1", "w2", "w3"], "Math"),
+        ("Human: hi\n\nAssistant: hello\n\nHuman: joke?", ["knock knock", "no"], "prefs"),
+    ]
+    reasons = {s.row_number: s.reason for s in data.skipped}
+    assert "Ties" in reasons[3] and "identical" in reasons[4]
+    four = load_preference_set(RefereeBenchmark(source={"path": path}, candidates=4), name="p", limit=None,
+                               suite_dir=None)
+    assert [i.prompt for i in four.items] == ["p2"]
+    with pytest.raises(SourceError, match="no usable preference rows"):
+        load_preference_set(RefereeBenchmark(source={"path": write_jsonl(tmp_path / "x.jsonl", [{"a": 1}])}),
+                            name="x", limit=None, suite_dir=None)
+
+
+@pytest.mark.skipif(not HH.is_file(), reason="../shared/data/hh-rlhf is not here")
+def test_hh_rlhf_file_is_read_in_place() -> None:
+    data = load_preference_set(RefereeBenchmark(source={"path": HH}), name="hh", limit=200, suite_dir=None)
+    assert len(data.items) + len(data.skipped) == 200 and len(data.items) >= 190
+    with gzip.open(HH, "rt", encoding="utf-8") as f:
+        first = json.loads(f.readline())
+    item = data.items[0]
+    assert first["chosen"].strip().startswith(item.prompt) and first["chosen"].rstrip().endswith(item.candidates[0])
+    assert all(i.prompt.startswith("Human:") and len(i.candidates) == 2 for i in data.items)
+
+
+def test_task_preference_set_uses_the_tasks_referee_prompt() -> None:
+    task = ROOT / "tasks" / "ranked-synthetic.yaml"
+    data = load_preference_set(RefereeBenchmark(task=task), name="ranked", limit=5, suite_dir=None)
+    assert len(data.items) == 5 and data.score == "kendall" and data.base_dir == task.parent
+    assert all(3 <= len(i.candidates) <= 4 for i in data.items)
+
+
+# ------------------------------------------------------------------------------------------------ order, scoring
+def test_presentation_orders_are_rewardbenchs_numpy_draws() -> None:
+    pairs = [PreferenceItem("p", ["a", "b"], "s", i) for i in range(50)]
+    np.random.seed(7)  # what RewardBench's scripts do: one global stream, one draw per item
+    expected = [[1, 0] if np.random.rand() > 0.5 else [0, 1] for _ in pairs]
+    assert presentation_orders(pairs, 7) == expected
+    fours = [PreferenceItem("p", ["a", "b", "c", "d"], "s", i) for i in range(20)]
+    np.random.seed(3)
+    positions = [np.random.randint(0, 4) for _ in fours]
+    assert [o.index(0) for o in presentation_orders(fours, 3)] == positions
+    assert all(sorted(o) == [0, 1, 2, 3] for o in presentation_orders(fours, 3))
+
+
+class Scripted:
+    """A referee backend answering from the rendered prompt, so that scoring can be checked exactly."""
+
+    def __init__(self, answer: Callable[[str, list[str]], str]):
+        self.answer, self.calls = answer, 0
+
+    def generate(self, prompts, sampling):
+        self.calls += len(prompts)
+        out = []
+        for messages in prompts:
+            text = messages[-1]["content"]
+            shown = re.findall(r"\[Response (\w)\]\n(.*?)\n\[End of response", text, flags=re.S)
+            out.append(self.answer(text, [t for _, t in shown]))
+        return out
+
+
+def always_first(text: str, shown: list[str]) -> str:
+    return "Ranking: [1] > [2]" if len(shown) == 2 else "Ranking: " + " > ".join(f"[{i + 1}]" for i in range(len(shown)))
+
+
+def oracle(text: str, shown: list[str]) -> str:
+    """Ranks by the gold order written into the synthetic candidates: `good i`, then `bad i.0`, `bad i.1`, ..."""
+    order = sorted(range(len(shown)), key=lambda i: -1 if shown[i].startswith("good") else int(shown[i].split(".")[1]))
+    return "Ranking: " + " > ".join(f"[{i + 1}]" for i in order)
+
+
+def preference_set(n: int = 40, candidates: int = 2) -> PreferenceSet:
+    items = [PreferenceItem(f"q{i}", [f"good {i}"] + [f"bad {i}.{k}" for k in range(candidates - 1)], "s", i + 1)
+             for i in range(n)]
+    return PreferenceSet(items, [], "synthetic", RefereePrompt(), None)
+
+
+def test_a_position_biased_referee() -> None:
+    data = preference_set()
+    shown_first = sum(o[0] == 0 for o in presentation_orders(data.items, 0)) / len(data.items)
+    result = run_referee_benchmark(data, Scripted(always_first), order="random", mode="listwise", sampling=GREEDY,
+                                   seed=0)
+    assert result.metrics["accuracy"] == pytest.approx(shown_first) and result.metrics["first_position"] == 1.0
+    both = run_referee_benchmark(data, Scripted(always_first), order="both_orders", mode="listwise", sampling=GREEDY,
+                                 seed=0)
+    assert both.metrics["accuracy"] == 0.5 and both.metrics["consistency"] == 0.0
+    assert both.metrics["random_order_accuracy"] == result.metrics["accuracy"]  # the first order is RewardBench's
+    assert both.metrics["parse_failures"] == 0
+
+
+@pytest.mark.parametrize("candidates", [2, 4])
+@pytest.mark.parametrize("mode", ["listwise", "pairwise"])
+def test_an_oracle_referee_scores_one(candidates: int, mode: str) -> None:
+    data = preference_set(12, candidates)
+    result = run_referee_benchmark(data, Scripted(oracle), order="both_orders", mode=mode, sampling=GREEDY, seed=1)
+    assert result.metrics["accuracy"] == 1.0 and result.metrics["consistency"] == 1.0
+    assert result.metrics["reward"] == 1.0 and result.metrics["parse_failures"] == 0
+    assert result.subsets == {"s": {"accuracy": 1.0, "n": 12.0}} and result.sections == {}
+
+
+@pytest.mark.parametrize("candidates", [2, 4])
+def test_unparseable_judgments_score_chance_and_are_counted(candidates: int) -> None:
+    data = preference_set(10, candidates)
+    backend = Scripted(lambda text, shown: "Both responses have merits.")
+    result = run_referee_benchmark(data, backend, order="both_orders", mode="listwise", sampling=GREEDY, seed=0)
+    assert result.metrics["accuracy"] == pytest.approx(1 / candidates)
+    assert result.metrics["parse_failures"] == 20 == backend.calls and result.metrics["parse_failure_rate"] == 1.0
+    assert "consistency" not in result.metrics and "first_position" not in result.metrics
+    assert result.log[0]["judgments"][0]["raw"] == ["Both responses have merits."]
+
+
+def test_section_scores_weight_subsets_by_rewardbench_counts() -> None:
+    accuracy = {"alpacaeval-easy": 1.0, "mt-bench-med": 0.5, "math-prm": 0.25, "hep-go": 0.75, "other": 0.0}
+    sections = section_scores(accuracy)
+    chat = (1.0 * EXAMPLE_COUNTS["alpacaeval-easy"] + 0.5 * EXAMPLE_COUNTS["mt-bench-med"]) / (100 + 40)
+    reasoning = (0.25 * 984 + 0.75 * 164) / (984 + 164)
+    assert sections == pytest.approx({"Chat": chat, "Reasoning": reasoning, "score": (chat + reasoning) / 2})
+    assert section_scores({"hh": 0.7}) == {}
+
+
+# ------------------------------------------------------------------------------------------------ lm-eval export
+def test_export_is_an_lm_eval_task_scored_by_our_verifier(tmp_path: Path) -> None:
+    from lm_eval.tasks import TaskManager
+
+    prepared = prepare_task(ROOT / "tasks" / "arithmetic.yaml", limit=3)
+    exported = export_task(prepared, tmp_path / "arith", name="urpo-arith", sampling=GREEDY, stop=["</s>"])
+    task = TaskManager(include_path=str(exported.folder), include_defaults=False).load(["urpo-arith"])["tasks"]
+    docs = list(task["urpo-arith"].eval_docs)
+    episode = prepared.renderer.episode(prepared.rows.rows[0], row_number=prepared.rows.row_numbers[0])
+    assert [docs[0]["system"], docs[0]["user"]] == [m["content"] for m in episode.messages]
+    assert docs[0]["gold"] == episode.gold and len(docs) == exported.rows == 3
+    config = task["urpo-arith"].config
+    assert config.generation_kwargs["until"] == ["</s>"] and config.generation_kwargs["max_gen_toks"] == 8
+    scorer = Scorer("boxed", "numeric")
+    assert scorer(docs[0], [f"so \\boxed{{{episode.gold}}}"]) == {"accuracy": 1.0, "extracted": 1.0}
+    assert scorer(docs[0], ["no idea"]) == {"accuracy": 0.0, "extracted": 0.0}
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+TINY_SUITE = """\
+name: tiny
+player:
+  - task: {tasks}/arithmetic.yaml
+    overrides: {{source.n: 2032, source.skip: 2000}}
+referee:
+  - task: {tasks}/pairs-synthetic.yaml
+    name: pairs
+    order: both_orders
+winrate:
+  - task: {tasks}/alpaca-instructions.yaml
+    overrides: {{source: {{path: {fixtures}/alpaca_instructions.jsonl}}}}
+    reference: "{{{{ output }}}}"
+limit: 2
+sampling:
+  player: {{max_new_tokens: 6}}
+  referee: {{max_new_tokens: 6}}
+"""
+
+
+def test_run_suite_end_to_end_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the trainer does mid-training, on any rank: the model comes back in train mode, with no gradients and the
+    RNG streams as they were; the run folder holds every report and per-sample log."""
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("LOCAL_RANK", "1")  # lm-eval returns nothing off local rank 0 unless run_suite sees to it
+    suite = load_suite(write(tmp_path / "tiny.yaml", TINY_SUITE.format(tasks=ROOT / "tasks",
+                                                                         fixtures=ROOT / "tests" / "fixtures" / "hub")))
+    model, tokenizer = tiny_model()
+    model.train()
+    torch.manual_seed(123)
+    random.seed(5)
+    expected = (torch.rand(3), random.random())
+    torch.manual_seed(123)
+    random.seed(5)
+    environment = dict(os.environ)
+    metrics = run_suite(suite, model, tokenizer, tmp_path / "run", progress=False)
+    assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
+    assert model.training and all(p.grad is None for p in model.parameters())
+    assert dict(os.environ) == environment
+    for key in ("player/arithmetic/accuracy", "player/arithmetic/extracted", "referee/pairs/accuracy",
+                "referee/pairs/random_order_accuracy", "referee/pairs/parse_failure_rate",
+                "winrate/alpaca-instructions/win_rate", "eval/seconds"):
+        assert isinstance(metrics[key], float), key
+    run = tmp_path / "run"
+    for name in ("results.json", "report.md", "charts.png", "samples_urpo-arithmetic.jsonl", "referee_pairs.jsonl",
+                 "winrate_alpaca-instructions.jsonl", "lm_eval_tasks/arithmetic/task.yaml"):
+        assert (run / name).is_file(), name
+    results = load_run(run)
+    assert results["metrics"] == pytest.approx(metrics, nan_ok=True)
+    assert results["versions"]["lm_eval"] == "0.4.13" and len(results["player"][0]["data_sha256"]) == 64
+    assert results["player"][0]["lm_eval"]["n-samples"]["urpo-arithmetic"]["effective"] == 2
+    report = (run / "report.md").read_text()
+    assert "AlpacaEval-protocol, judge=self (" in report and "EXAMPLE_COUNTS" in report
+    assert len((run / "samples_urpo-arithmetic.jsonl").read_text().splitlines()) == 2
+    assert not (tmp_path / "hf").exists()  # lm-eval's json dataset cache stays inside the run folder
+
+
+def test_compare_two_runs(tmp_path: Path) -> None:
+    def run(name: str, accuracy: float) -> Path:
+        payload = {"suite": {"name": "s"}, "model": {"name": name},
+                   "metrics": {"player/a/accuracy": accuracy, "referee/b/accuracy": 0.5, "eval/seconds": 3.0}}
+        write(tmp_path / name / "results.json", json.dumps(payload))
+        return tmp_path / name
+
+    rows = compare_runs(run("before", 0.25), run("after", 0.5), tmp_path / "cmp")
+    assert ("player/a/accuracy", 0.25, 0.5) in rows
+    assert (tmp_path / "cmp" / "compare.png").is_file()
+    assert "| player/a/accuracy | 0.250 | 0.500 | 0.250 |" in (tmp_path / "cmp" / "compare.md").read_text()
+
+
+def test_cli_eval_then_compare(tmp_path: Path) -> None:
+    suite = write(tmp_path / "s.yaml", f"name: s\nreferee:\n  - task: {ROOT / 'tasks' / 'pairs-synthetic.yaml'}\n"
+                                       "limit: 2\nsampling: {referee: {max_new_tokens: 4}}\n")
+    runner = CliRunner()
+    result = runner.invoke(app, ["eval", str(suite), "--model", "tiny:llama", "--output", str(tmp_path / "r"),
+                                 "--no-progress", "seed=3"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert load_run(tmp_path / "r")["suite"]["seed"] == 3
+    assert "referee/pairs-synthetic/accuracy" in result.output
+    result = runner.invoke(app, ["eval", "--compare", str(tmp_path / "r"), str(tmp_path / "r"), "--output",
+                                 str(tmp_path / "c")], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "c" / "compare.md").is_file()
+    result = runner.invoke(app, ["eval", "--compare", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "exactly two run folders" in result.output

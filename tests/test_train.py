@@ -1,0 +1,230 @@
+"""Training end to end with the tiny random model: the run folder, held-out evaluation, resume after a crash.
+
+The tiny model writes random characters, so the tasks here are built for it: a verifiable task whose gold is a
+regular expression that some random completions match (so rewards vary within groups), a preference task and an
+open-ended task whose self-referee is the tiny model itself (its judgments never parse: equal rewards, counted).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from transformers import TrainerCallback
+from typer.testing import CliRunner
+
+from urpo_kit.cli import app
+from urpo_kit.config.loader import load_recipe
+from urpo_kit.config.schema import Recipe
+from urpo_kit.train.metrics import read_metrics
+from urpo_kit.train.resume import ResumeError
+from urpo_kit.train.trainer import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+REGEX_TASK = """\
+name: regex
+kind: verifiable
+source: {path: regex.jsonl}
+player: {prompt: "{{ q }}"}
+answer: {gold: "{{ pattern }}", extract: full, verifier: regex}
+"""
+PAIRS_TASK = """\
+name: pairs
+kind: preference
+source: {path: pairs.jsonl}
+fields: {ranked: "[chosen, rejected]"}
+"""
+OPEN_TASK = """\
+name: open
+kind: open_ended
+source: {path: open.jsonl}
+player: {prompt: "{{ instruction }}"}
+self_referee: {mode: listwise, debias: shuffle, sampling: {temperature: 0.0, max_new_tokens: 6}}
+"""
+RECIPE = """\
+model: {name: "tiny:llama"}
+tasks:
+  - {task: regex.yaml, weight: 0.5}
+  - {task: pairs.yaml, weight: 0.25}
+  - {task: open.yaml, weight: 0.25}
+grpo: {group_size: 2, steps: 4, prompts_per_step: 4, lr: 1.0e-3, save_steps: 2, logging_steps: 1}
+roles:
+  player: {max_new_tokens: 6}
+  referee: {max_new_tokens: 6}
+eval: {every: 0}
+output_dir: OUT
+"""
+
+
+def write_tasks(folder: Path) -> Path:
+    """The three task files with their rows, and a recipe using them; returns the recipe path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = {
+        "regex.jsonl": [{"q": f"Say something {i}.", "pattern": "(?s).*[aeiou].*"} for i in range(8)],
+        "pairs.jsonl": [{"prompt": f"Add {i} and 1.", "chosen": str(i + 1), "rejected": str(i + 2)} for i in range(8)],
+        "open.jsonl": [{"instruction": f"Write a word about {i}."} for i in range(8)],
+    }
+    for name, items in rows.items():
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in items))
+    (folder / "regex.yaml").write_text(REGEX_TASK)
+    (folder / "pairs.yaml").write_text(PAIRS_TASK)
+    (folder / "open.yaml").write_text(OPEN_TASK)
+    recipe = folder / "recipe.yaml"
+    recipe.write_text(RECIPE.replace("OUT", str(folder / "run")))
+    return recipe
+
+
+def recipe_at(tmp_path: Path, *overrides: str) -> Recipe:
+    return load_recipe(write_tasks(tmp_path), list(overrides))
+
+
+def train_records(run_dir: Path) -> list[dict[str, Any]]:
+    return [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "train"]
+
+
+def positions_by_step(run_dir: Path) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for r in train_records(run_dir):
+        for step, seen in r["positions"].items():
+            out[int(step)] = seen
+    return out
+
+
+def fake_run_suite(suite, model, tokenizer, output_dir=None, *, progress=True) -> dict[str, float]:
+    """Stands in for urpo_kit.eval.run_suite (the real one is exercised in the next test)."""
+    assert callable(model.generate)
+    return {"player/fake/accuracy": 0.25, "referee/fake/accuracy": 0.5}
+
+
+def test_cli_train_writes_the_run_folder_and_the_heldout_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import urpo_kit.eval
+
+    monkeypatch.setattr(urpo_kit.eval, "run_suite", fake_run_suite)
+    recipe = write_tasks(tmp_path)
+    suite = ROOT / "recipes" / "eval" / "quickstart-heldout.yaml"
+    result = CliRunner().invoke(app, ["train", str(recipe), "grpo.steps=2", "eval.every=1",
+                                      f"eval.suites=[{suite}]"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "Held-out evaluation" in result.output and "player/fake/accuracy" in result.output
+    assert "step 0" in result.output and "step 2" in result.output
+
+    run = tmp_path / "run"
+    records = read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in records if r["kind"] == "heldout"] == [0, 1, 2]
+    train_rows = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in train_rows] == [1, 2]
+    assert positions_by_step(run) == {1: [0, 1, 2, 3], 2: [4, 5, 6, 7]}
+    last = train_rows[-1]
+    for key in ("regex/player/reward_mean", "regex/player/accuracy", "regex/player/zero_var_frac",
+                "pairs/referee/accuracy", "pairs/referee/parse_rate", "open/player/length_mean",
+                "open/referee/parse_rate", "open/referee/no_signal_rate", "self_referee/time_s", "loss", "reward"):
+        assert any(key in r for r in train_rows), key
+    assert last["open/referee/no_signal_rate"] == 1.0  # the tiny referee never writes a parseable ranking
+
+    assert load_recipe(run / "recipe.yaml").grpo.steps == 2  # the resolved recipe loads back
+    assert json.loads((run / "versions.json").read_text())["trl"] == "1.16.0"
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert (run / "plots" / "heldout.png").exists() and (run / "plots" / "reward.png").exists()
+    assert (run / "checkpoint-2" / "model.safetensors").exists()
+
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(run / "final")  # save_pretrained weights
+
+
+@pytest.mark.slow
+def test_heldout_evaluation_runs_the_shared_eval_suite(tmp_path: Path):
+    """The real `urpo_kit.eval.run_suite` on the quickstart's held-out suite, at step 0 and after one step."""
+    suite = ROOT / "recipes" / "eval" / "quickstart-heldout.yaml"
+    recipe = recipe_at(tmp_path, "grpo.steps=1", "eval.every=1", f"eval.suites=[{suite}]")
+    result = train(recipe, progress=False)
+    assert sorted(result.heldout) == [0, 1]
+    for metrics in result.heldout.values():
+        assert 0.0 <= metrics["player/arithmetic-heldout/accuracy"] <= 1.0
+        assert 0.0 <= metrics["referee/pairs-heldout/accuracy"] <= 1.0
+    assert (Path(recipe.output_dir) / "eval" / "step-00001").is_dir()
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAfterLogging(TrainerCallback):
+    """Dies right after step `step` is logged and before it is checkpointed: like a kill -9 between checkpoints."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.global_step == self.step:
+            raise Crash()
+
+
+def test_resume_after_a_crash_continues_the_same_data_order(tmp_path: Path):
+    straight = recipe_at(tmp_path / "a")
+    assert train(straight, progress=False).steps == 4
+
+    broken = recipe_at(tmp_path / "b")
+    with pytest.raises(Crash):
+        train(broken, progress=False, callbacks=[CrashAfterLogging(3)])
+    assert [r["step"] for r in train_records(Path(broken.output_dir))] == [1, 2, 3]
+    with pytest.raises(ResumeError, match="--resume"):
+        train(broken, progress=False)
+    cut_short = Path(broken.output_dir) / "checkpoint-3"  # as a kill -9 in the middle of saving leaves it
+    cut_short.mkdir()
+    (cut_short / "model.safetensors").write_bytes(b"")
+    resumed = train(broken, resume=True, progress=False)
+    assert (Path(broken.output_dir) / "checkpoint-3.incomplete").is_dir()
+
+    assert resumed.steps == 4
+    # step 3's record from before the crash is dropped and written again by the resumed run, once
+    assert [r["step"] for r in train_records(Path(broken.output_dir))] == [1, 2, 3, 4]
+    expected = {s: list(range(4 * (s - 1), 4 * s)) for s in range(1, 5)}
+    assert positions_by_step(Path(straight.output_dir)) == expected
+    assert positions_by_step(Path(broken.output_dir)) == expected
+
+
+def test_resume_refuses_a_changed_stream(tmp_path: Path):
+    recipe = recipe_at(tmp_path, "grpo.steps=2")
+    train(recipe, progress=False)
+    with pytest.raises(ResumeError, match="data stream differs"):
+        train(recipe_at(tmp_path, "grpo.steps=2", "seed=1"), resume=True, progress=False)
+
+
+def test_paper_recipe_maps_onto_grpo_config():
+    from urpo_kit.train.layout import batch_layout
+    from urpo_kit.train.trainer import grpo_config
+
+    recipe = load_recipe(ROOT / "recipes" / "paper.yaml")
+    layout = batch_layout(recipe.grpo, 8, whole_groups=True)
+    assert layout.per_device_train_batch_size == 4 and layout.gradient_accumulation_steps == 16
+    config = grpo_config(recipe, layout, output_dir="/tmp/unused")
+    assert config.use_vllm and config.vllm_mode == "colocate"
+    assert config.num_generations == 8 and config.max_completion_length == 1024
+    assert not config.shuffle_dataset
+    assert all(path.exists() for path in recipe.eval.suites)
+
+
+def test_quickstart_recipe_validates_and_its_suites_exist():
+    recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml")
+    assert recipe.model.name == "bundled:smollm2-135m-instruct"
+    assert recipe.eval.suites and all(path.exists() for path in recipe.eval.suites)
+
+
+@pytest.mark.slow
+def test_bundled_smollm2_trains_one_step_on_the_offline_tasks(tmp_path: Path):
+    """The quickstart's model and tasks, cut down to one small step: real chat template, real self-referee."""
+    short = {"self_referee.sampling.max_new_tokens": 8}
+    recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", [
+        "grpo.steps=1", "grpo.prompts_per_step=3", "grpo.group_size=2", "eval.every=0",
+        "roles.player.max_new_tokens=8", "roles.referee.max_new_tokens=8", f"output_dir={tmp_path / 'run'}",
+        f"tasks.2.overrides={json.dumps(short)}"])
+    result = train(recipe, progress=False)
+    assert result.steps == 1
+    [record] = train_records(tmp_path / "run")
+    assert record["positions"] == {"1": [0, 1, 2]}
+    assert {"arithmetic/player/reward_mean", "pairs-synthetic/referee/reward_mean",
+            "instructions-offline/player/reward_mean"} <= set(record)
