@@ -194,3 +194,13 @@ def test_reward_function_failed_parse_is_no_signal():
 def test_reward_function_refuses_local_settings_for_a_server():
     with pytest.raises(ValueError, match="server"):
         reward_function("http://127.0.0.1:1", settings=JudgeSettings())
+
+
+def test_reward_function_with_a_loaded_model():
+    from urpo_kit.models import tiny_model
+    from urpo_kit.referee import SamplingParams
+
+    model, tokenizer = tiny_model()
+    fn = reward_function(model, tokenizer=tokenizer, settings=JudgeSettings(sampling=SamplingParams(0.0, 1.0, 4)))
+    rewards = fn(["p", "p", "q", "q"], ["a", "b", "c", "d"])
+    assert len(rewards) == 4 and all(0.0 <= r <= 1.0 for r in rewards)

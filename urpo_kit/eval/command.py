@@ -39,7 +39,7 @@ def eval_command(args: Sequence[str], *, model: str | None, output: Path | None,
         console.print(_table(f"A = {run_a}   B = {run_b}", ["metric", "A", "B", "B - A"],
                              [[k, _num(a), _num(b), _num(b - a if a is not None and b is not None else None)]
                               for k, a, b in rows]))
-        console.print(f"written: {folder}/compare.md, {folder}/compare.png")
+        console.print(f"written: {', '.join(str(p) for p in sorted(folder.glob('compare.*')))}")
         return folder
     if not args:
         raise UrpoError("give a suite YAML (or --compare RUN_A RUN_B)")

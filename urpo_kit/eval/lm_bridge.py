@@ -27,7 +27,8 @@ from urpo_kit.errors import UrpoError
 from urpo_kit.referee import SamplingParams
 from urpo_kit.rewards import extract_answer, get_verifier
 
-__all__ = ["ExportedTask", "Scorer", "export_task", "lm_eval_offline", "run_lm_eval", "sample_records"]
+__all__ = ["ExportedTask", "Scorer", "export_task", "generation_kwargs", "lm_eval_offline", "run_lm_eval",
+           "sample_records"]
 
 DATA_FILE = "data.jsonl"
 TASK_FILE = "task.yaml"

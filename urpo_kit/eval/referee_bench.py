@@ -39,8 +39,8 @@ from urpo_kit.referee.backends import Backend
 from urpo_kit.rewards import score_ranking
 from urpo_kit.sources import SkippedRow, describe_source, load_rows
 
-__all__ = ["EXAMPLE_COUNTS", "SUBSET_MAPPING", "PreferenceItem", "PreferenceSet", "RefereeResult", "load_preference_set",
-           "presentation_orders", "run_referee_benchmark", "section_scores"]
+__all__ = ["EXAMPLE_COUNTS", "SUBSET_MAPPING", "PreferenceItem", "PreferenceSet", "RefereeResult",
+           "load_preference_set", "presentation_orders", "run_referee_benchmark", "section_scores"]
 
 # RewardBench v1 (allenai/reward-bench, rewardbench/constants.py): the prompt counts each subset is weighted by.
 # math-prm is up-weighted from its 447 rows to match the code subsets; the two xstest weights are as written there.
@@ -167,7 +167,8 @@ def load_preference_set(bench: RefereeBenchmark, *, name: str, limit: int | None
                 add(number, row, *_row_candidates(row))
             except ValueError as e:
                 skipped.append(SkippedRow(number, str(e)))
-        description, score, referee, base_dir = describe_source(source), "exact", bench.referee or RefereePrompt(), suite_dir
+        description, score = describe_source(source), "exact"
+        referee, base_dir = bench.referee or RefereePrompt(), suite_dir
     if not items:
         reasons = "; ".join(f"row {s.row_number}: {s.reason}" for s in skipped[:3])
         raise SourceError(f"{description}: no usable preference rows ({reasons})")

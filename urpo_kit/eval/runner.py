@@ -220,7 +220,8 @@ def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records), encoding="utf-8")
 
 
-def evaluate_suite(suite: EvalSuite, model: Any, tokenizer: Any, workdir: Path, *, progress: bool = True) -> SuiteResult:
+def evaluate_suite(suite: EvalSuite, model: Any, tokenizer: Any, workdir: Path, *,
+                   progress: bool = True) -> SuiteResult:
     """Every benchmark of the suite; per-sample logs go to `workdir`. The caller handles the model's state."""
     names = benchmark_names(suite)
     workdir.mkdir(parents=True, exist_ok=True)

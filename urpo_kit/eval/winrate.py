@@ -61,7 +61,8 @@ def run_winrate(bench: WinRateBenchmark, *, player: Backend, judge: Backend, jud
     orders = presentation_orders(items, seed)
     referee = Judge(judge, mode="pairwise", debias="none", sampling=judge_sampling,
                     spec=bench.referee or RefereePrompt(), base_dir=suite_dir, seed=seed)
-    verdicts = referee.judge([JudgeItem(i.prompt, [i.candidates[k] for k in o], str(i.row)) for i, o in zip(items, orders)])
+    verdicts = referee.judge([JudgeItem(i.prompt, [i.candidates[k] for k in o], str(i.row))
+                              for i, o in zip(items, orders)])
     outcomes, log, failures, first = [], [], 0, []
     for item, order, verdict in zip(items, orders, verdicts):
         if verdict.ranking is None:

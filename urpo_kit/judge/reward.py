@@ -14,6 +14,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from urpo_kit.judge.rows import JudgeResponse, Message, RowInput, judge_item, messages_text, response_text, row_key
 from urpo_kit.judge.settings import JudgeSettings, load_backend
+from urpo_kit.referee import HFBackend
 from urpo_kit.referee.backends import Backend
 from urpo_kit.referee.judge import Mode
 
@@ -44,7 +45,6 @@ def _local(target: Any, settings: JudgeSettings, tokenizer: Any, batch_size: int
         backend: Backend = load_backend(target, batch_size=batch_size)
     elif hasattr(target, "generate") and hasattr(target, "config"):  # a transformers (or PEFT) model
         from urpo_kit.models import load_tokenizer
-        from urpo_kit.referee import HFBackend
 
         backend = HFBackend(target, tokenizer or load_tokenizer(target.name_or_path), batch_size=batch_size)
     else:
