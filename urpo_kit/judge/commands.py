@@ -86,7 +86,9 @@ def judge_command(
     with err.status(f"loading {model}"):
         backend = load_backend(model, dtype=dtype, batch_size=batch_size, threads=threads)
     report = judge_file(input, output, backend, settings, model=model, rows_per_batch=rows_per_batch, console=err)
-    table = Table("rows", "count", title=f"{input} -> {output} ({report.seconds:.1f} s)")
+    out = Console()
+    out.print(f"{input} -> {output} in {report.seconds:.1f} s", highlight=False, soft_wrap=True)
+    table = Table("rows", "count")
     table.add_row("judged now", str(report.judged))
     table.add_row("already in the output", str(report.already_done))
     if report.duplicates:
@@ -99,7 +101,7 @@ def judge_command(
     if report.correct:
         table.add_row("accuracy vs gold (chosen)", f"{sum(report.correct) / len(report.correct):.3f} "
                                                    f"over {len(report.correct)}")
-    Console().print(table)
+    out.print(table)
     if report.malformed:
         raise typer.Exit(1)
 
