@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from pathlib import Path
 from typing import Callable, List
 
@@ -16,6 +17,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train one model as player and referee in one GRPO loop (URPO), evaluate it, use it as a judge.")
 console = Console()
 err_console = Console(stderr=True)
+
+# transformers 5 warns at every generation that TRL still uses the `gradient_checkpointing` names (renamed for v6);
+# that is TRL's to change, and the repeated warning would bury the training log.
+warnings.filterwarnings("ignore", message=r".* is deprecated and will be removed in v6", category=FutureWarning)
 
 SHIPPED_TASKS = Path(__file__).resolve().parent.parent / "tasks"
 

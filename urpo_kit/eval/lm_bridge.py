@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -156,13 +157,26 @@ def run_lm_eval(model: Any, tokenizer: Any, tasks: Sequence[str], *, include_pat
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    with lm_eval_offline() if offline else contextlib.nullcontext(), _environ(LOCAL_RANK="0"):
+    with lm_eval_offline() if offline else contextlib.nullcontext(), _environ(LOCAL_RANK="0"), _quiet_lm_eval():
         manager = TaskManager(include_path=str(include_path) if include_path else None,
                               include_defaults=include_path is None)
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
         return simple_evaluate(model=lm, tasks=list(tasks), task_manager=manager, limit=limit,
                                num_fewshot=num_fewshot, gen_kwargs=gen_kwargs, apply_chat_template=True,
                                log_samples=True)
+
+
+@contextlib.contextmanager
+def _quiet_lm_eval() -> Iterator[None]:
+    """lm-eval warns on every call that an in-memory model skips its loading options, which is what we intend;
+    its warnings would bury the training log. Errors still show."""
+    logger = logging.getLogger("lm_eval")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def sample_records(samples: list[dict[str, Any]]) -> Iterator[str]:
