@@ -8,11 +8,16 @@
    absent): pairwise against pointwise accuracy with gold (a tie or a failed parse counts 1/2).
 
     python scripts/bench_judge.py --prompts 24 --pairs 100 --dtype bfloat16
+    python scripts/bench_judge.py --prefill      # every judgment starts with "Ranking: [" or "Score:" (see below)
+
+`--prefill` starts each reply with its verdict line (`Ranking: [` listwise and pairwise, `Score:` pointwise), for
+models that do not write the format line by themselves (SmolLM2-135M writes "Score: N" in about 3% of judgments).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import time
@@ -67,10 +72,15 @@ def answer_groups(backend: HFBackend, path: Path, prompts: int, group: int, samp
     return groups
 
 
+PREFILLS: dict[Mode, str] = {"listwise": "Ranking: [", "pairwise": "Ranking: [", "pointwise": "Score:"}
+
+
 def timed(backend: HFBackend, settings: JudgeSettings, mode: Mode, rows: list[RowInput], label: str,
-          out: Path) -> tuple[list[Verdict], float]:
+          out: Path, prefill: bool) -> tuple[list[Verdict], float]:
     """All rows in one `Judge.judge` call, as `urpo-kit judge` and the trainer batch them; wall time. The raw
     judgments go to `out/judgments-LABEL-MODE.jsonl`, to see why parses fail."""
+    if prefill:
+        settings = dataclasses.replace(settings, prefill=PREFILLS[mode])
     judge = settings.judge(backend, mode)
     with progress(backend, f"{label}, {mode}", sum(judge.judgments(len(r.responses)) for r in rows)):
         start = time.perf_counter()
@@ -126,9 +136,11 @@ def main() -> None:
     parser.add_argument("--hh", type=Path, default=ROOT.parent / "shared/data/hh-rlhf/harmless-base-test.jsonl.gz")
     parser.add_argument("--max-new-tokens", type=int, default=96, help="tokens per judgment")
     parser.add_argument("--debias", default="shuffle", choices=["none", "shuffle", "both_orders"])
+    parser.add_argument("--prefill", action="store_true", help="start replies with the verdict line (see above)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-judge")
+    parser.add_argument("--out", type=Path, help="default: runs/bench-judge, or runs/bench-judge-prefill")
     args = parser.parse_args()
+    args.out = args.out or ROOT / "runs" / ("bench-judge-prefill" if args.prefill else "bench-judge")
 
     settings = JudgeSettings(debias=args.debias, seed=args.seed,
                              sampling=SamplingParams(temperature=0.0, max_new_tokens=args.max_new_tokens))
@@ -163,12 +175,13 @@ class Report:
 
 def bench_groups(args: argparse.Namespace, backend: HFBackend, settings: JudgeSettings, report: Report) -> None:
     slug = args.model.replace(":", "-").replace("/", "-")
-    answers = args.out / f"answers-{slug}-g{args.group}-t{args.answer_tokens}-s{args.seed}.jsonl"
+    # shared by runs with and without --prefill, so that both judge the same answers
+    answers = args.out.parent / "bench-judge-answers" / f"{slug}-g{args.group}-t{args.answer_tokens}-s{args.seed}.jsonl"
     groups = answer_groups(backend, answers, args.prompts, args.group,
                            SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=args.answer_tokens), args.seed)
     results, seconds = {}, {}
     for mode in ("listwise", "pointwise"):
-        results[mode], seconds[mode] = timed(backend, settings, mode, groups, "instructions", args.out)
+        results[mode], seconds[mode] = timed(backend, settings, mode, groups, "instructions", args.out, args.prefill)
         rate = parse_rate(results[mode])
         report.add(f"groups_{mode}", {"groups": len(groups), "seconds": seconds[mode], "parse_rate": rate,
                                       "seconds_per_group": seconds[mode] / len(groups)},
@@ -184,7 +197,7 @@ def bench_groups(args: argparse.Namespace, backend: HFBackend, settings: JudgeSe
 def bench_hh(args: argparse.Namespace, backend: HFBackend, settings: JudgeSettings, report: Report) -> None:
     pairs = hh_pairs(args.hh, args.pairs)
     for mode in ("pairwise", "pointwise"):
-        verdicts, seconds = timed(backend, settings, mode, pairs, "hh-rlhf", args.out)
+        verdicts, seconds = timed(backend, settings, mode, pairs, "hh-rlhf", args.out, args.prefill)
         accuracy = sum(gold_credit(v, 0) for v in verdicts) / len(verdicts)
         ties = sum(v.scores[0] == v.scores[1] for v in verdicts) / len(verdicts)
         rate = parse_rate(verdicts)

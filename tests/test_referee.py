@@ -147,6 +147,34 @@ def test_the_presentation_order_depends_on_the_key_not_on_the_batch():
     assert batched[1].shown == alone and batched[0].shown != alone
 
 
+def test_a_prefill_is_sent_as_the_start_of_the_reply_and_parsed_with_it():
+    from urpo_kit.config.schema import RefereePrompt
+
+    sent: list[list[dict[str, str]]] = []
+
+    class Recorder(FakeReferee):
+        def generate(self, prompts, sampling):
+            sent.extend(prompts)
+            return [" 8" if i % 2 == 0 else "3 because it is short" for i in range(len(prompts))]
+
+    judge = Judge(Recorder(), mode="pointwise", debias="none", spec=RefereePrompt(prefill="Score:"))
+    [verdict] = judge.judge([JudgeItem("q", ["a", "b"])])
+    assert all(m[-1] == {"role": "assistant", "content": "Score:"} for m in sent)
+    assert verdict.raw == ["Score: 8", "Score:3 because it is short"]
+    assert verdict.parses == [8.0, 3.0] and verdict.ranking == [0, 1]
+
+
+def test_chat_prompt_continues_a_final_assistant_message():
+    from urpo_kit.models import tiny_tokenizer
+    from urpo_kit.referee.backends import chat_prompt
+
+    tokenizer = tiny_tokenizer()
+    user = [{"role": "user", "content": "Rate it."}]
+    open_turn = chat_prompt(tokenizer, user)
+    continued = chat_prompt(tokenizer, user + [{"role": "assistant", "content": "Score:"}])
+    assert continued.startswith(open_turn) and continued.endswith("Score:")
+
+
 def test_hf_backend_batches_with_left_padding_like_one_by_one():
     from urpo_kit.models import tiny_model
 

@@ -121,6 +121,15 @@ def test_preference_reward_scores_the_ranking_against_the_gold():
     assert len(metrics.values["pairs-synthetic/referee/first_shown_best_rate"]) == 3  # parsed ones only
 
 
+def test_a_prefilled_preference_prompt_is_continued_by_the_completion_and_parsed_with_its_start():
+    spec, [ep] = episodes("pairs-synthetic.yaml", 1, ["referee.prefill='Ranking: ['"])
+    assert ep.messages[-1] == {"role": "assistant", "content": "Ranking: ["}  # TRL continues a final assistant turn
+    labels = ep.meta["labels"]
+    right = f"{labels[ep.gold[0]]}] > [{labels[ep.gold[1]]}]"  # the completion alone: the prefill is the prompt's
+    rewards = PreferenceReward({spec.name: spec})(**trl_batch([(ep, [right, "?"])]), log_metric=Metrics())
+    assert rewards == pytest.approx([1.1, 0.0])
+
+
 # --------------------------------------------------------------------------------------------- self-referee
 def open_ended(n: int = 1, overrides: Sequence[str] = ()):
     spec, eps = episodes("instructions-offline.yaml", n, overrides)

@@ -95,6 +95,10 @@ class RefereePrompt(Strict):
     )
     labels: Literal["numbers", "letters"] = Field("numbers", description="candidate labels: [1] [2] ... or [A] [B] ...")
     shuffle: bool = Field(True, description="show candidates in a seeded shuffled order (the permutation is kept)")
+    prefill: str | None = Field(
+        None, description="start of the referee's reply, which the model continues and the parser reads with it, "
+                          "e.g. 'Score:' or 'Ranking: [': small models that ignore the format line follow it"
+    )
 
 
 # --------------------------------------------------------------------------------------------- rewards

@@ -25,6 +25,9 @@ SAMPLES = typer.Option(1, min=1, help="judgments per comparison, averaged")
 TEMPERATURE = typer.Option(0.0, min=0.0, help="referee sampling temperature (0: greedy)")
 MAX_NEW_TOKENS = typer.Option(128, min=1, help="tokens per judgment")
 LABELS = typer.Option("numbers", help="candidate labels: [1] [2] ... or [A] [B] ...")
+PREFILL = typer.Option(None, help="start of the referee's reply, continued by the model and parsed with it, e.g. "
+                                  "'Score:' (pointwise) or 'Ranking: [': small models that ignore the format line "
+                                  "follow it")
 SEED = typer.Option(0, help="seed for presentation orders and sampling")
 DTYPE = typer.Option("auto", help="auto: bfloat16 on a GPU that has it, else float32 (bfloat16 is ~1.5x faster "
                                   "on CPU)")
@@ -33,11 +36,12 @@ THREADS = typer.Option(None, min=1, help="torch CPU threads (default: torch's ch
                                          "avoids oversubscription)")
 
 def _settings(mode: str, template: Optional[Path], debias: str, samples: int, temperature: float,
-              max_new_tokens: int, labels: str, seed: int) -> JudgeSettings:
+              max_new_tokens: int, labels: str, prefill: Optional[str], seed: int) -> JudgeSettings:
     from urpo_kit.judge.settings import JudgeSettings
     from urpo_kit.referee import SamplingParams
 
-    return JudgeSettings(mode=mode, debias=debias, samples=samples, template=template, labels=labels, seed=seed,
+    return JudgeSettings(mode=mode, debias=debias, samples=samples, template=template, labels=labels,
+                         prefill=prefill, seed=seed,
                          sampling=SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens))
 
 
@@ -53,6 +57,7 @@ def judge_command(
     temperature: float = TEMPERATURE,
     max_new_tokens: int = MAX_NEW_TOKENS,
     labels: Literal["numbers", "letters"] = LABELS,
+    prefill: Optional[str] = PREFILL,
     seed: int = SEED,
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = DTYPE,
     batch_size: int = BATCH_SIZE,
@@ -82,7 +87,7 @@ def judge_command(
     from urpo_kit.judge.settings import load_backend
 
     err = Console(stderr=True)
-    settings = _settings(mode, template, debias, samples, temperature, max_new_tokens, labels, seed)
+    settings = _settings(mode, template, debias, samples, temperature, max_new_tokens, labels, prefill, seed)
     with err.status(f"loading {model}"):
         backend = load_backend(model, dtype=dtype, batch_size=batch_size, threads=threads)
     report = judge_file(input, output, backend, settings, model=model, rows_per_batch=rows_per_batch, console=err)
@@ -119,6 +124,7 @@ def serve_command(
     temperature: float = TEMPERATURE,
     max_new_tokens: int = MAX_NEW_TOKENS,
     labels: Literal["numbers", "letters"] = LABELS,
+    prefill: Optional[str] = PREFILL,
     seed: int = SEED,
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = DTYPE,
     batch_size: int = BATCH_SIZE,
@@ -142,7 +148,7 @@ def serve_command(
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         Console(stderr=True).print(f"[yellow]warning[/yellow] serving on {host} without a token: anyone who can "
                                    "reach this port can use the model (set URPO_KIT_TOKEN)")
-    settings = _settings(mode, template, debias, samples, temperature, max_new_tokens, labels, seed)
+    settings = _settings(mode, template, debias, samples, temperature, max_new_tokens, labels, prefill, seed)
     backend = load_backend(model, dtype=dtype, batch_size=batch_size, threads=threads)
     limits = Limits(max_body_bytes=max_body_bytes, max_rows=max_rows, max_responses=max_responses,
                     max_prompt_tokens=max_prompt_tokens, max_response_tokens=max_response_tokens)

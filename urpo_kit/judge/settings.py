@@ -28,11 +28,12 @@ class JudgeSettings:
     sampling: SamplingParams = field(default=DEFAULT_SAMPLING)
     template: Path | None = None
     labels: Literal["numbers", "letters"] = "numbers"
+    prefill: str | None = None
     seed: int = 0
 
     def judge(self, backend: Backend, mode: Mode | None = None) -> Judge:
         """A Judge with these settings (in `mode` instead of `self.mode` when given)."""
-        spec = RefereePrompt(template=self.template, labels=self.labels)
+        spec = RefereePrompt(template=self.template, labels=self.labels, prefill=self.prefill)
         return Judge(backend, mode=mode or self.mode, debias=self.debias, samples=self.samples,
                      sampling=self.sampling, spec=spec, base_dir=Path.cwd(), seed=self.seed)
 

@@ -86,6 +86,7 @@ class RefereeView:
     messages: list[dict[str, str]]
     labels: list[str]
     order: list[int]
+    prefill: str = ""   # the reply's given start (the last, assistant, message); the model's text continues it
 
     def to_original(self, shown_ranking: Sequence[int]) -> list[int]:
         """Map a ranking over shown positions to a ranking over original candidate indices."""
@@ -225,9 +226,11 @@ def _template_line(template: Any, error: BaseException) -> int | None:
     return line
 
 
-def chat(system: str | None, user: str) -> list[dict[str, str]]:
+def chat(system: str | None, user: str, prefill: str | None = None) -> list[dict[str, str]]:
+    """Chat messages; a prefill becomes a final assistant message that generation continues."""
     messages = [{"role": "system", "content": system}] if system else []
-    return messages + [{"role": "user", "content": user}]
+    messages.append({"role": "user", "content": user})
+    return messages + ([{"role": "assistant", "content": prefill}] if prefill else [])
 
 
 class RefereeRenderer:
@@ -260,7 +263,7 @@ class RefereeRenderer:
         variables = {**(extra or {}), "prompt": prompt, "candidates": shown, "labels": labels, "n": len(labels)}
         user = render(self.template, variables, f"{self.field_prefix}.template")
         system = render(self.system, variables, f"{self.field_prefix}.system") if self.system else None
-        return RefereeView(chat(system, user), labels, order)
+        return RefereeView(chat(system, user, self.spec.prefill), labels, order, self.spec.prefill or "")
 
 
 class TaskRenderer:
@@ -345,5 +348,5 @@ class TaskRenderer:
         view = self.referee.render(question, ranked, random.Random(stable_seed(seed, task.name, row_number, position)))
         # gold ranking over shown positions: where the best original candidate is shown, then the second best, ...
         gold = [view.order.index(i) for i in range(len(ranked))]
-        meta.update(labels=view.labels, order=view.order, n=len(ranked))
+        meta.update(labels=view.labels, order=view.order, n=len(ranked), prefill=view.prefill)
         return Episode(task.name, task.kind, view.messages, gold, meta)

@@ -98,7 +98,8 @@ class Judge:
                 raise ValueError(f"item {i}: {self.mode} judging needs at least {least} candidates, "
                                  f"got {len(item.candidates)}")
         requests = [r for i, item in enumerate(items) for r in self._requests(i, item)]
-        texts = self.backend.generate([r.view.messages for r in requests], self.sampling)
+        replies = self.backend.generate([r.view.messages for r in requests], self.sampling)
+        texts = [r.view.prefill + reply for r, reply in zip(requests, replies)]  # the verdict as the model wrote it
         by_item: dict[int, list[tuple[_Request, str]]] = {i: [] for i in range(len(items))}
         for r, t in zip(requests, texts):
             by_item[r.item].append((r, t))

@@ -142,7 +142,7 @@ class PreferenceReward(KindReward):
         for r in rows:
             spec = self.tasks[r.task]
             assert isinstance(spec, PreferenceTask)
-            ranking = parse_ranking(r.text, r.meta["labels"])
+            ranking = parse_ranking(r.meta.get("prefill", "") + r.text, r.meta["labels"])
             rewards[r.index], _ = combine(score_ranking(ranking, r.gold, spec.score), ranking is not None,
                                           r.n_tokens, spec.reward)
             log(name(r.task, "referee", "accuracy"), score_ranking(ranking, r.gold, "exact"))
