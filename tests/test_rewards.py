@@ -315,6 +315,8 @@ def test_parse_choice() -> None:
     ("text", "expected"),
     [
         ("Score: 7", 7.0),
+        ("Score:(10)", 10.0),  # a model copying the template's "Score: (a whole number from 1 to 10)"
+        ("Score: (a whole number from 1 to 10)", None),
         ("7/10", 7.0),
         ("I'd say **8**", 8.0),
         ("Rating: [[9]]", 9.0),

@@ -136,7 +136,7 @@ def parse_choice(text: str, labels: Sequence[str] = ("1", "2")) -> int | None:
 
 
 _SCORE = re.compile(
-    r"(?:\b(?:score|rating|grade)\b\s*(?:is\b)?\s*[:=]?\s*(?P<a>-?\d+(?:\.\d+)?)(?:\s*/\s*\d+(?:\.\d+)?)?"
+    r"(?:\b(?:score|rating|grade)\b\s*(?:is\b)?\s*[:=]?\s*\(?\s*(?P<a>-?\d+(?:\.\d+)?)(?:\s*/\s*\d+(?:\.\d+)?)?"
     r"|\[\[\s*(?P<b>-?\d+(?:\.\d+)?)\s*\]\]"
     r"|(?<![\w.])(?P<c>-?\d+(?:\.\d+)?)\s*/\s*\d+(?:\.\d+)?(?![\w.])"
     r"|\*\*\s*(?P<d>-?\d+(?:\.\d+)?)\s*\*\*)",
@@ -145,7 +145,8 @@ _SCORE = re.compile(
 
 
 def parse_score(text: str, lo: float = 1, hi: float = 10) -> float | None:
-    """A pointwise score (`Score: 7`, `7/10`, `**8**`, `[[8]]`, or a bare number as the whole text); the last wins.
+    """A pointwise score (`Score: 7`, `Score: (7)`, `7/10`, `**8**`, `[[8]]`, or a bare number as the whole text); the
+    last wins.
 
     Out of [lo, hi] is a failed parse rather than clipped: a referee that writes 12 did not follow the scale.
     """
