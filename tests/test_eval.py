@@ -62,11 +62,13 @@ def test_shipped_suites_load(path: Path) -> None:
 
 def test_quickstart_heldout_rows_follow_the_training_rows() -> None:
     """The held-out suite takes the 32 rows after the 2000 the quickstart tasks train on: the generators are
-    prefix-stable, so the longer stream starts with exactly the training rows."""
+    prefix-stable, so the longer stream starts with exactly the training rows (under the suite's other overrides,
+    which the quickstart recipe trains with too)."""
     suite = load_suite(ROOT / "recipes" / "eval" / "quickstart-heldout.yaml")
     for bench in (suite.player[0], suite.referee[0]):
-        train = prepare_task(bench.task).rows.rows
-        longer = prepare_task(bench.task, override_strings({"source.n": 2032})).rows.rows
+        same = {k: v for k, v in bench.overrides.items() if k not in ("source.n", "source.skip")}
+        train = prepare_task(bench.task, override_strings(same)).rows.rows
+        longer = prepare_task(bench.task, override_strings({**same, "source.n": 2032})).rows.rows
         held = prepare_task(bench.task, override_strings(bench.overrides), limit=suite.limit).rows.rows
         assert len(train) == 2000 and longer[:2000] == train and held == longer[2000:]
 

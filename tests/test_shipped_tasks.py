@@ -114,7 +114,9 @@ def test_verifiable_tasks_reject_a_wrong_answer(name: str) -> None:
     verify = get_verifier(spec.answer.verifier)
     for row, number in zip(prepared.rows.rows, prepared.rows.row_numbers):
         gold = prepared.renderer.episode(row, row_number=number).gold
-        wrong = extract_answer(gold_as_completion(spec.answer.extract, f"{gold}+1"), spec.answer.extract)
+        # "gold+1" under last-number extraction is "1", which is right when the gold is 1: append a digit instead
+        off = f"{gold}1" if spec.answer.extract == "last_number" else f"{gold}+1"
+        wrong = extract_answer(gold_as_completion(spec.answer.extract, off), spec.answer.extract)
         assert verify(wrong, gold, **spec.answer.verifier_args) == 0.0, (gold, wrong)
 
 

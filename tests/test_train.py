@@ -219,12 +219,12 @@ def test_bundled_smollm2_trains_one_step_on_the_offline_tasks(tmp_path: Path):
     """The quickstart's model and tasks, cut down to one small step: real chat template, real self-referee."""
     short = {"self_referee.sampling.max_new_tokens": 8}
     recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", [
-        "grpo.steps=1", "grpo.prompts_per_step=3", "grpo.group_size=2", "eval.every=0",
+        "grpo.steps=1", "grpo.prompts_per_step=3", "grpo.group_size=2", "grpo.per_device_batch_size=2", "eval.every=0",
         "roles.player.max_new_tokens=8", "roles.referee.max_new_tokens=8", f"output_dir={tmp_path / 'run'}",
         f"tasks.2.overrides={json.dumps(short)}"])
     result = train(recipe, progress=False)
     assert result.steps == 1
     [record] = train_records(tmp_path / "run")
     assert record["positions"] == {"1": [0, 1, 2]}
-    assert {"arithmetic/player/reward_mean", "pairs-synthetic/referee/reward_mean",
+    assert {"arithmetic-onestep/player/reward_mean", "pairs-synthetic/referee/reward_mean",
             "instructions-offline/player/reward_mean"} <= set(record)
