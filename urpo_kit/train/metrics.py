@@ -33,15 +33,16 @@ from typing import Any
 LogMetric = Callable[[str, float], None]
 
 # The curves drawn at the end of a run: (title, metric-name suffix, file name).
+# (title, record kind, metric-name suffix, file): one PNG per curve family, only metrics on one scale per plot
 PLOTS = (
-    ("Held-out evaluation", "heldout", "heldout.png"),
-    ("Training reward per task", "/reward_mean", "reward.png"),
-    ("Training accuracy (verifier / referee vs gold)", "/accuracy", "accuracy.png"),
-    ("Referee parse rate", "/parse_rate", "parse_rate.png"),
-    ("Mean response length (tokens)", "/length_mean", "length.png"),
-    ("Self-referee rank vs length (Spearman)", "/rank_length_spearman", "rank_length.png"),
-    ("Zero-variance groups", "/zero_var_frac", "zero_var.png"),
-    ("Self-referee time per step (s)", "/time_s", "referee_time.png"),
+    ("Held-out accuracy: player and referee (greedy)", "heldout", "/accuracy", "heldout.png"),
+    ("Training reward per task", "train", "/reward_mean", "reward.png"),
+    ("Training accuracy (verifier / referee vs gold)", "train", "/accuracy", "accuracy.png"),
+    ("Referee parse rate", "train", "/parse_rate", "parse_rate.png"),
+    ("Mean response length (tokens)", "train", "/length_mean", "length.png"),
+    ("Self-referee rank vs length (Spearman)", "train", "/rank_length_spearman", "rank_length.png"),
+    ("Zero-variance groups", "train", "/zero_var_frac", "zero_var.png"),
+    ("Self-referee time per step (s)", "train", "/time_s", "referee_time.png"),
 )
 
 
@@ -148,14 +149,13 @@ def plot_run(run_dir: Path) -> list[Path]:
     out_dir = run_dir / "plots"
     out_dir.mkdir(exist_ok=True)
     written = []
-    for title, key, filename in PLOTS:
-        wanted = "heldout" if key == "heldout" else "train"
+    for title, kind, suffix, filename in PLOTS:
         series: dict[str, list[tuple[int, float]]] = {}
         for r in records:
-            if r.get("kind") != wanted:
+            if r.get("kind") != kind:
                 continue
             for k, v in r.items():
-                if (key == "heldout" or k.endswith(key)) and isinstance(v, (int, float)) and k not in ("step",):
+                if k.endswith(suffix) and isinstance(v, (int, float)):
                     if not isinstance(v, bool) and math.isfinite(v):
                         series.setdefault(k, []).append((r["step"], v))
         if not series:
