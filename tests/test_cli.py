@@ -145,6 +145,17 @@ def test_errors_in_several_files_are_all_reported(tmp_path: Path) -> None:
     assert re.search(r"^ok .*good\.yaml", result.output, re.MULTILINE)
 
 
+def test_validate_checks_an_eval_suite_and_the_tasks_it_names(tmp_path: Path) -> None:
+    suite = ROOT / "recipes" / "eval" / "quickstart-heldout.yaml"
+    result = invoke("validate", str(suite))
+    assert result.exit_code == 0, result.output
+    assert "-> arithmetic-heldout (verifiable)" in result.output and "-> pairs-heldout (preference)" in result.output
+    assert re.search(r"^ok .*quickstart-heldout\.yaml \(eval suite\)$", result.output, re.MULTILINE)
+    bad = write(tmp_path / "s.yaml", "name: s\nreferee:\n  - source: {path: x.jsonl}\n    oder: both_orders\n")
+    result = invoke("validate", str(bad))
+    assert result.exit_code == 2 and "s.yaml:4:5: referee.0.oder: unknown key `oder`" in result.output
+
+
 def test_validate_without_files_or_with_a_missing_file(tmp_path: Path) -> None:
     result = invoke("validate", str(tmp_path / "nope.yaml"))
     assert result.exit_code == 2 and error_lines(result.output) == [f"error {tmp_path / 'nope.yaml'}: file not found"]

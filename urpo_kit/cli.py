@@ -45,7 +45,7 @@ def reports_errors(fn: Callable) -> Callable:
 @app.command()
 @reports_errors
 def validate(
-    files: List[Path] = typer.Argument(..., help="task or recipe YAML files"),
+    files: List[Path] = typer.Argument(..., help="task, recipe or eval suite YAML files"),
     overrides: List[str] = typer.Option([], "--set", "-s", help="key.path=value override (repeatable)"),
     allow_code: bool = typer.Option(False, "--allow-code", help="allow dotted-path pkg.mod:fn verifiers/generators"),
     strict: bool = typer.Option(False, "--strict", help="fail when a hub source cannot be reached (default: warn)"),

@@ -95,6 +95,8 @@ def validate_files(files: Sequence[Path], overrides: Sequence[str], *, allow_cod
             for label, task_path, task_overrides, weight_allow in _expand(path, overrides, allow_code):
                 _validate_task(label, task_path, task_overrides, allow_code=weight_allow, strict=strict,
                                console=console, err_console=err_console)
+            if _file_kind(path) == "suite":
+                console.print(f"ok {escape(str(path))} (eval suite)", highlight=False, soft_wrap=True)
         except UrpoError as e:
             failed += 1
             for line in str(e).splitlines():
@@ -107,21 +109,38 @@ def validate_files(files: Sequence[Path], overrides: Sequence[str], *, allow_cod
 
 
 def _expand(path: Path, overrides: Sequence[str], allow_code: bool):
-    """A task file is itself; a recipe expands to its tasks (with the recipe's per-task overrides)."""
-    if _is_recipe(path):
+    """A task file is itself; a recipe expands to its tasks (with the recipe's per-task overrides), an eval suite to
+    the tasks its benchmarks name (with their overrides); benchmarks with their own source are checked by loading."""
+    kind = _file_kind(path)
+    if kind == "recipe":
         recipe = load_recipe(path, overrides)
         for ref in recipe.tasks:
             yield f"{path} -> {ref.task.name}", ref.task, override_strings(ref.overrides), allow_code or recipe.allow_code
+    elif kind == "suite":
+        from urpo_kit.config.suite import load_suite
+
+        suite = load_suite(path, overrides)
+        for bench in [*suite.player, *suite.referee, *suite.winrate]:
+            if bench.task is not None:
+                overrides_of = override_strings(getattr(bench, "overrides", {}))
+                yield (f"{path} -> {bench.name or bench.task.name}", bench.task, overrides_of,
+                       allow_code or suite.allow_code)
     else:
         yield str(path), path, list(overrides), allow_code
 
 
-def _is_recipe(path: Path) -> bool:
+def _file_kind(path: Path) -> str:
+    """`recipe` (has `tasks:`), `suite` (lists of `player:`, `referee:` or `winrate:` benchmarks, where a task has
+    mappings) or `task` (anything else, including a task that takes its `kind` from an `include:`)."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        return False  # the task loader reports the problem with its location
-    return isinstance(data, dict) and "tasks" in data and "kind" not in data
+        return "task"  # the task loader reports the problem with its location
+    if not isinstance(data, dict) or "kind" in data:
+        return "task"
+    if "tasks" in data:
+        return "recipe"
+    return "suite" if any(isinstance(data.get(k), list) for k in ("player", "referee", "winrate")) else "task"
 
 
 def _validate_task(label: str, path: Path, overrides: Sequence[str], *, allow_code: bool, strict: bool,
