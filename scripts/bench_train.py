@@ -13,8 +13,7 @@ the phase (RSS sampled every 5 ms from /proc; before each phase the previous one
 the phase held, the CPU counterpart of `torch.cuda.max_memory_allocated` (which leaves out the CUDA context); and
 the model state (weights, gradients, optimizer state of every model held), the part that grows with model size and
 that a GPU must hold whatever the batch: at 135M parameters a step's activations and logits (49k-token vocabulary)
-outweigh a second copy of the model, at 7B the models dominate.
-Targets: urpo step <= 1.15 x plain step; urpo peak
+outweigh a second copy of the model, at 7B the models dominate. Targets: urpo step <= 1.15 x plain step; urpo peak
 memory <= 0.6 x two-model peak memory.
 
     python scripts/bench_train.py                       # recipes/quickstart.yaml settings, 3 steps per phase

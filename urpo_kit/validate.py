@@ -92,10 +92,11 @@ def validate_files(files: Sequence[Path], overrides: Sequence[str], *, allow_cod
     failed = 0
     for path in files:
         try:
-            for label, task_path, task_overrides, weight_allow in _expand(path, overrides, allow_code):
+            kind = _file_kind(path)
+            for label, task_path, task_overrides, weight_allow in _expand(path, kind, overrides, allow_code):
                 _validate_task(label, task_path, task_overrides, allow_code=weight_allow, strict=strict,
                                console=console, err_console=err_console)
-            if _file_kind(path) == "suite":
+            if kind == "suite":
                 console.print(f"ok {escape(str(path))} (eval suite)", highlight=False, soft_wrap=True)
         except UrpoError as e:
             failed += 1
@@ -108,10 +109,9 @@ def validate_files(files: Sequence[Path], overrides: Sequence[str], *, allow_cod
     return failed
 
 
-def _expand(path: Path, overrides: Sequence[str], allow_code: bool):
+def _expand(path: Path, kind: str, overrides: Sequence[str], allow_code: bool):
     """A task file is itself; a recipe expands to its tasks (with the recipe's per-task overrides), an eval suite to
     the tasks its benchmarks name (with their overrides); benchmarks with their own source are checked by loading."""
-    kind = _file_kind(path)
     if kind == "recipe":
         recipe = load_recipe(path, overrides)
         for ref in recipe.tasks:

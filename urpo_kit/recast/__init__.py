@@ -230,7 +230,9 @@ def chat(system: str | None, user: str, prefill: str | None = None) -> list[dict
     """Chat messages; a prefill becomes a final assistant message that generation continues."""
     messages = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": user})
-    return messages + ([{"role": "assistant", "content": prefill}] if prefill else [])
+    if prefill:
+        messages.append({"role": "assistant", "content": prefill})
+    return messages
 
 
 class RefereeRenderer:

@@ -32,7 +32,6 @@ from typing import Any
 
 LogMetric = Callable[[str, float], None]
 
-# The curves drawn at the end of a run: (title, metric-name suffix, file name).
 # (title, record kind, metric-name suffix, file): one PNG per curve family, only metrics on one scale per plot
 PLOTS = (
     ("Held-out accuracy: player and referee (greedy)", "heldout", "/accuracy", "heldout.png"),
@@ -138,6 +137,18 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def curves(records: Sequence[dict[str, Any]], kind: str, suffix: str) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) series of the finite numeric metrics named `...suffix` in the records of one kind."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    for r in records:
+        if r.get("kind") != kind:
+            continue
+        for k, v in r.items():
+            if k.endswith(suffix) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                series.setdefault(k, []).append((r["step"], v))
+    return series
+
+
 def plot_run(run_dir: Path) -> list[Path]:
     """PNG plots of the main curves from `metrics.jsonl` into `run_dir/plots`; returns the files written."""
     import matplotlib
@@ -150,14 +161,7 @@ def plot_run(run_dir: Path) -> list[Path]:
     out_dir.mkdir(exist_ok=True)
     written = []
     for title, kind, suffix, filename in PLOTS:
-        series: dict[str, list[tuple[int, float]]] = {}
-        for r in records:
-            if r.get("kind") != kind:
-                continue
-            for k, v in r.items():
-                if k.endswith(suffix) and isinstance(v, (int, float)):
-                    if not isinstance(v, bool) and math.isfinite(v):
-                        series.setdefault(k, []).append((r["step"], v))
+        series = curves(records, kind, suffix)
         if not series:
             continue
         fig, ax = plt.subplots(figsize=(7, 4))
