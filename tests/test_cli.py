@@ -184,6 +184,15 @@ def test_validate_recipe_expands_its_tasks(tmp_path: Path) -> None:
     assert "answer.verifier: unknown verifier `numerik`" in line
 
 
+def test_the_cli_hides_transformers_v6_renaming_warnings_only() -> None:
+    """TRL's use of names transformers renames for v6 warns at every generation and buried the training log."""
+    code = ("import warnings, urpo_kit.cli\n"
+            "warnings.warn('`is_gradient_checkpointing` is deprecated and will be removed in v6.', FutureWarning)\n"
+            "warnings.warn('something else changes', FutureWarning)\n")
+    proc = subprocess.run([sys.executable, "-c", code], env=offline_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "v6" not in proc.stderr and "something else changes" in proc.stderr
+
+
 def test_subprocess_bad_file_has_no_traceback(tmp_path: Path) -> None:
     path = write(tmp_path / "bad.yaml", edited('"{{ question }}"', '"{{ questoin }}"'))
     proc = subprocess.run([sys.executable, "-m", "urpo_kit", "validate", str(path)], env=offline_env(),

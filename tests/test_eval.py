@@ -244,6 +244,21 @@ def test_export_is_an_lm_eval_task_scored_by_our_verifier(tmp_path: Path) -> Non
     assert scorer(docs[0], ["no idea"]) == {"accuracy": 0.0, "extracted": 0.0}
 
 
+def test_lm_eval_warnings_are_quiet_during_our_calls_only(caplog: pytest.LogCaptureFixture) -> None:
+    """lm-eval warns on every call that an in-memory model skips its loading options; that buried the training log."""
+    import logging
+
+    from urpo_kit.eval.lm_bridge import _quiet_lm_eval
+
+    log = logging.getLogger("lm_eval.models.huggingface")
+    with caplog.at_level(logging.WARNING):
+        with _quiet_lm_eval():
+            log.warning("`pretrained` model kwarg is not of type `str`")
+            log.error("an error still shows")
+        log.warning("after the call")
+    assert [r.getMessage() for r in caplog.records] == ["an error still shows", "after the call"]
+
+
 # ------------------------------------------------------------------------------------------------ end to end
 TINY_SUITE = """\
 name: tiny

@@ -20,7 +20,7 @@ from urpo_kit.config.schema import Grpo, Recipe, TaskRef
 from urpo_kit.recast import Episode
 from urpo_kit.referee import SamplingParams
 from urpo_kit.train.layout import LayoutError, batch_layout
-from urpo_kit.train.metrics import spearman
+from urpo_kit.train.metrics import curves, spearman
 from urpo_kit.train.rewards import (
     OpenEndedReward,
     PreferenceReward,
@@ -243,6 +243,15 @@ def test_spearman():
     assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
     assert spearman([1, 1, 1], [1, 2, 3]) is None
     assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486832980505138)
+
+
+def test_heldout_curves_hold_accuracies_only():
+    """Seconds and counts on the accuracies' axis flattened them to a line at 0."""
+    records = [{"step": s, "kind": "heldout", "player/a/accuracy": 0.1 * s, "referee/b/accuracy": 0.5,
+                "heldout/time_s": 50.0, "referee/b/n": 32.0, "referee/b/parse_failures": 9.0} for s in (0, 6)]
+    records.append({"step": 1, "kind": "train", "t/player/accuracy": 1.0})
+    assert curves(records, "heldout", "/accuracy") == {"player/a/accuracy": [(0, 0.0), (6, 0.6000000000000001)],
+                                                        "referee/b/accuracy": [(0, 0.5), (6, 0.5)]}
 
 
 # --------------------------------------------------------------------------------------------- layout
