@@ -331,3 +331,39 @@ def test_help_lists_the_commands() -> None:
     assert result.exit_code == 0
     for command in ("validate", "render", "tasks"):
         assert command in result.output
+
+
+# ------------------------------------------------------------------------------------------------ train
+def test_heldout_table_gives_intervals_and_the_paired_change(tmp_path: Path) -> None:
+    """The end-of-training table: each accuracy with its interval, the change with the paired bootstrap interval
+    over the rows of the first and last eval folders (only the plain difference without them)."""
+    import json
+
+    from rich.console import Console
+
+    from urpo_kit.eval.stats import interval, paired_bootstrap
+    from urpo_kit.train.callbacks import heldout_folder
+    from urpo_kit.train.cli import heldout_table
+
+    scores = {0: [float(i % 2) for i in range(64)]}
+    scores[4] = [1.0 if i % 4 == 0 else s for i, s in enumerate(scores[0])]
+    heldout = {}
+    for step, values in scores.items():
+        low, high = interval(values)
+        heldout[step] = {"player/p/accuracy": sum(values) / 64, "player/p/accuracy_ci_low": low,
+                         "player/p/accuracy_ci_high": high, "heldout/time_s": 1.0}
+        details = [{"name": "p", "data_sha256": "d", "row_scores": {str(i): s for i, s in enumerate(values)}}]
+        write(heldout_folder(tmp_path, step) / "results.json", json.dumps({"player": details}))
+
+    def shown(run_dir: Path | None) -> str:
+        console = Console(width=200, record=True)
+        console.print(heldout_table(heldout, run_dir))
+        return console.export_text()
+
+    change = paired_bootstrap(*({str(i): s for i, s in enumerate(scores[step])} for step in (0, 4)))
+    assert change is not None and change.lo > 0
+    text = shown(tmp_path)
+    assert re.search(r"player/p/accuracy\s+│\s+0\.500 \[0\.381, 0\.619\]\s+│\s+0\.750 \[0\.632, 0\.840\]\s+│\s+"
+                     + re.escape(str(change)), text), text
+    assert str(change) not in shown(None) and "+0.250" in shown(None)
+    assert heldout_table({}, tmp_path) is None

@@ -22,7 +22,7 @@ from urpo_kit.config.schema import RefereePrompt
 from urpo_kit.config.suite import RefereeBenchmark, load_suite
 from urpo_kit.errors import ConfigError, SourceError
 from urpo_kit.eval import compare_runs, load_run, run_suite
-from urpo_kit.eval.lm_bridge import Scorer, export_task
+from urpo_kit.eval.lm_bridge import Scorer, export_task, row_scores
 from urpo_kit.eval.referee_bench import (
     EXAMPLE_COUNTS,
     PreferenceItem,
@@ -32,7 +32,9 @@ from urpo_kit.eval.referee_bench import (
     run_referee_benchmark,
     section_scores,
 )
+from urpo_kit.eval.report import report_markdown
 from urpo_kit.eval.runner import benchmark_names
+from urpo_kit.eval.stats import interval, paired_bootstrap
 from urpo_kit.models.tiny import tiny_model
 from urpo_kit.referee import SamplingParams
 
@@ -309,6 +311,11 @@ def test_run_suite_end_to_end_offline(tmp_path: Path, monkeypatch: pytest.Monkey
         assert (run / name).is_file(), name
     results = load_run(run)
     assert results["metrics"] == pytest.approx(metrics, nan_ok=True)
+    for role, key in (("player", "player/arithmetic/accuracy"), ("referee", "referee/pairs/accuracy"),
+                      ("winrate", "winrate/alpaca-instructions/win_rate")):
+        scores = results[role][0]["row_scores"]  # per-row scores, and the interval computed from them
+        assert len(scores) == 2 and sum(scores.values()) / 2 == pytest.approx(metrics[key])
+        assert (metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"]) == pytest.approx(interval(list(scores.values())))
     assert results["versions"]["lm_eval"] == "0.4.13" and len(results["player"][0]["data_sha256"]) == 64
     assert results["player"][0]["lm_eval"]["n-samples"]["urpo-arithmetic"]["effective"] == 2
     report = (run / "report.md").read_text()
@@ -325,9 +332,59 @@ def test_compare_two_runs(tmp_path: Path) -> None:
         return tmp_path / name
 
     rows = compare_runs(run("before", 0.25), run("after", 0.5), tmp_path / "cmp")
-    assert ("player/a/accuracy", 0.25, 0.5) in rows
+    assert ["player/a/accuracy", "0.250", "0.500", "0.250", ""] in rows
     assert (tmp_path / "cmp" / "compare.png").is_file()
     assert "| player/a/accuracy | 0.250 | 0.500 | 0.250 |" in (tmp_path / "cmp" / "compare.md").read_text()
+
+
+def test_row_scores_read_lm_evals_per_document_metric() -> None:
+    samples = {"gsm8k": [{"doc_id": d, "filter": f, "exact_match": float(d == 1 or f == "flexible"), "bleu": ("a", "b")}
+                         for d in (0, 1) for f in ("strict", "flexible")]}
+    assert row_scores(samples, "exact_match,strict") == {"0": 0.0, "1": 1.0}
+    assert row_scores({**samples, "other": samples["gsm8k"]}, "exact_match,flexible") == {
+        "gsm8k/0": 1.0, "gsm8k/1": 1.0, "other/0": 1.0, "other/1": 1.0}
+    assert row_scores(samples, "bleu,strict") == {}  # a corpus-level metric has no per-row score
+
+
+def payload(accuracy: list[float], *, sha: str = "d1", win: float | None = None) -> dict:
+    """A results.json payload with one player benchmark scored per row (and a win rate without row scores)."""
+    rows = {str(i): s for i, s in enumerate(accuracy)}
+    low, high = interval(accuracy)
+    metrics = {"accuracy": sum(accuracy) / len(accuracy), "accuracy_ci_low": low, "accuracy_ci_high": high}
+    out = {"suite": {"name": "s"}, "model": {"name": "m", "parameters": 10, "dtype": "float32"}, "started": "now",
+           "seconds": 1.0, "versions": {}, "referee": [], "winrate": [],
+           "metrics": {f"player/p/{k}": v for k, v in metrics.items()},
+           "player": [{"name": "p", "source": "rows", "rows": len(rows), "metrics": metrics, "row_scores": rows,
+                       "data_sha256": sha, "samples_files": [], "seconds": 1.0}]}
+    if win is not None:
+        out["metrics"]["winrate/w/win_rate"] = win
+        out["winrate"] = [{"name": "w", "label": "x", "metrics": {"win_rate": win, "n": 2.0, "parse_failures": 0.0,
+                          "answer_chars": 1.0, "reference_chars": 1.0}, "log_file": "w.jsonl", "seconds": 1.0}]
+    return out
+
+
+def test_report_shows_each_accuracy_with_its_interval() -> None:
+    text = report_markdown(payload([1.0] * 8 + [0.0] * 24))
+    assert "| p | rows | 32 | 0.250 [0.133, 0.421] |" in text and "Wilson score interval" in text
+
+
+def test_compare_gives_the_paired_interval_of_each_change(tmp_path: Path) -> None:
+    before = [float(i % 2) for i in range(64)]
+    after = [1.0 if i % 4 == 0 else s for i, s in enumerate(before)]
+    write(tmp_path / "a" / "results.json", json.dumps(payload(before, win=0.5)))
+    write(tmp_path / "b" / "results.json", json.dumps(payload(after, win=0.75)))
+    write(tmp_path / "c" / "results.json", json.dumps(payload(after, sha="d2")))
+    rows = {r[0]: r for r in compare_runs(tmp_path / "a", tmp_path / "b", tmp_path / "ab")}
+    change = paired_bootstrap({str(i): s for i, s in enumerate(before)}, {str(i): s for i, s in enumerate(after)})
+    assert change is not None and change.lo > 0
+    assert rows["player/p/accuracy"] == ["player/p/accuracy", "0.500 [0.381, 0.619]", "0.750 [0.632, 0.840]",
+                                         "0.250", change.bracket]
+    assert "player/p/accuracy_ci_low" not in rows  # shown in the brackets, not as a metric of its own
+    assert rows["winrate/w/win_rate"][1:] == ["0.500", "0.750", "0.250", "not given: no row scores"]
+    text = (tmp_path / "ab" / "compare.md").read_text()
+    assert "| B - A | 95% CI (paired) |" in text and change.bracket in text and "percentile bootstrap" in text
+    unpaired = {r[0]: r for r in compare_runs(tmp_path / "a", tmp_path / "c", tmp_path / "ac")}
+    assert unpaired["player/p/accuracy"][4] == "not given: different rows (unpaired)"
 
 
 def test_cli_eval_then_compare(tmp_path: Path) -> None:

@@ -31,14 +31,11 @@ def eval_command(args: Sequence[str], *, model: str | None, output: Path | None,
     if compare:
         if len(args) != 2 or model is not None:
             raise UrpoError("--compare takes exactly two run folders: urpo-kit eval --compare RUN_A RUN_B")
-        from urpo_kit.eval.report import compare_runs
+        from urpo_kit.eval.report import COMPARE_HEADER, compare_runs
 
         run_a, run_b = Path(args[0]), Path(args[1])
         folder = output or Path("runs") / f"compare-{run_a.name}-vs-{run_b.name}"
-        rows = compare_runs(run_a, run_b, folder)
-        console.print(_table(f"A = {run_a}   B = {run_b}", ["metric", "A", "B", "B - A"],
-                             [[k, _num(a), _num(b), _num(b - a if a is not None and b is not None else None)]
-                              for k, a, b in rows]))
+        console.print(_table(f"A = {run_a}   B = {run_b}", COMPARE_HEADER, compare_runs(run_a, run_b, folder)))
         console.print(f"written: {', '.join(str(p) for p in sorted(folder.glob('compare.*')))}")
         return folder
     if not args:

@@ -28,8 +28,8 @@ from urpo_kit.errors import UrpoError
 from urpo_kit.referee import SamplingParams
 from urpo_kit.rewards import extract_answer, get_verifier
 
-__all__ = ["ExportedTask", "Scorer", "export_task", "generation_kwargs", "lm_eval_offline", "run_lm_eval",
-           "sample_records"]
+__all__ = ["ExportedTask", "Scorer", "export_task", "generation_kwargs", "lm_eval_offline", "row_scores",
+           "run_lm_eval", "sample_records"]
 
 DATA_FILE = "data.jsonl"
 TASK_FILE = "task.yaml"
@@ -177,6 +177,23 @@ def _quiet_lm_eval() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+def row_scores(samples: dict[str, list[dict[str, Any]]], metric: str) -> dict[str, float]:
+    """Per-document scores of one lm-eval `metric,filter` from its sample logs, keyed by doc id (`task/doc id` when
+    several tasks ran), for intervals and paired comparisons; empty when the metric is not a per-document number in
+    [0, 1] (a corpus-level metric such as BLEU, or a perplexity)."""
+    name, _, filter_key = metric.partition(",")
+    scores = {}
+    for task, records in samples.items():
+        for record in records:
+            if record.get("filter") != filter_key:
+                continue
+            value = record.get(name)
+            if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                return {}
+            scores[f"{task}/{record['doc_id']}" if len(samples) > 1 else str(record["doc_id"])] = float(value)
+    return scores
 
 
 def sample_records(samples: list[dict[str, Any]]) -> Iterator[str]:

@@ -13,16 +13,22 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from urpo_kit.config.loader import origin_of
 from urpo_kit.errors import UrpoError
+from urpo_kit.eval.stats import Change, paired_bootstrap
 
 if TYPE_CHECKING:
     from urpo_kit.eval.runner import SuiteResult
 
-__all__ = ["CHART_FILE", "REPORT_FILE", "RESULTS_FILE", "compare_runs", "headline", "load_run", "write_run"]
+__all__ = ["CHART_FILE", "COMPARE_HEADER", "REPORT_FILE", "RESULTS_FILE", "compare_runs", "headline", "load_run",
+           "paired_changes", "with_interval", "write_run"]
 
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.md"
 CHART_FILE = "charts.png"
 PACKAGES = ("urpo-kit", "torch", "transformers", "lm_eval", "datasets", "numpy")
+# the metric of each benchmark kind whose per-row scores results.json keeps (`row_scores` in the benchmark details)
+HEADLINES = {"player": "accuracy", "referee": "accuracy", "winrate": "win_rate"}
+CI_SUFFIXES = ("_ci_low", "_ci_high")
+COMPARE_HEADER = ("metric", "A", "B", "B - A", "95% CI (paired)")
 
 FORMULAS = """\
 ## How the numbers are computed
@@ -47,6 +53,15 @@ FORMULAS = """\
   seeded random order; `(wins + draws / 2) / items`, where an unparseable judgment is a draw. This follows the
   AlpacaEval protocol with the named judge; it is not an AlpacaEval score.
 """
+INTERVALS = """\
+- **Intervals** `value [low, high]`: the 95% Wilson score interval of the mean over the benchmark's rows, with
+  p = mean per-row score and n = rows (a fractional score, a tie's 0.5 or 1/N, counts as a fractional success). The
+  per-row scores are kept in results.json (`row_scores`); RewardBench sections, weighted across subsets, have none.
+- **Paired change** (`urpo-kit eval --compare`, the end-of-training table): the mean per-row difference B - A over
+  rows matched by key, with a 95% percentile bootstrap interval (2000 resamples of the rows with replacement,
+  `numpy.random.RandomState(0)`). Given only when both runs scored the same rows (same data_sha256 and row keys).
+"""
+FORMULAS += INTERVALS
 
 
 def versions() -> dict[str, str]:
@@ -110,6 +125,12 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def with_interval(metrics: dict[str, Any], key: str) -> str:
+    """`0.281 [0.205, 0.371]` where `metrics` hold the key's 95% interval (`<key>_ci_low/_ci_high`), else the value."""
+    value, low, high = (metrics.get(key + s) for s in ("", *CI_SUFFIXES))
+    return _fmt(value) if low is None or high is None else f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
 def _table(header: Sequence[str], rows: list[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(c) if not isinstance(c, str) else c.replace("|", "\\|") for c in row) + " |"
@@ -125,22 +146,23 @@ def report_markdown(payload: dict[str, Any]) -> str:
              + ", ".join(f"{k} {v}" for k, v in payload["versions"].items()) + "\n"]
     if payload["player"]:
         rows = [[p["name"], p.get("source") or f"lm-eval `{p['lm_eval_task']}` ({p.get('accuracy_metric')})",
-                 p.get("rows"), p["metrics"]["accuracy"], p["metrics"].get("extracted"), f"{p['seconds']:.1f}"]
+                 p.get("rows"), with_interval(p["metrics"], "accuracy"), p["metrics"].get("extracted"),
+                 f"{p['seconds']:.1f}"]
                 for p in payload["player"]]
         parts += ["## Player\n", _table(["benchmark", "data", "rows", "accuracy", "extracted", "seconds"], rows)]
     if payload["referee"]:
-        rows = [[r["name"], r["source"], r["order"], r["metrics"]["n"], r["metrics"]["accuracy"],
+        rows = [[r["name"], r["source"], r["order"], r["metrics"]["n"], with_interval(r["metrics"], "accuracy"),
                  r["metrics"]["parse_failures"], r["metrics"].get("consistency"), r["metrics"].get("first_position"),
                  r["metrics"].get("random_order_accuracy"), f"{r['seconds']:.1f}"] for r in payload["referee"]]
         parts += ["## Referee\n", _table(["benchmark", "data", "order", "items", "accuracy", "parse failures",
                                           "consistency", "first position", "random-order accuracy", "seconds"], rows)]
         for r in payload["referee"]:
             if len(r["subsets"]) > 1 or r["sections"]:
-                rows = [[s, v["n"], v["accuracy"]] for s, v in r["subsets"].items()]
+                rows = [[s, v["n"], with_interval(v, "accuracy")] for s, v in r["subsets"].items()]
                 rows += [[f"**{s}** (section)", "", v] for s, v in r["sections"].items()]
                 parts += [f"### {r['name']}: subsets\n", _table(["subset", "items", "accuracy"], rows)]
     if payload["winrate"]:
-        rows = [[f"{w['name']} ({w['label']})", w["metrics"]["n"], w["metrics"]["win_rate"],
+        rows = [[f"{w['name']} ({w['label']})", w["metrics"]["n"], with_interval(w["metrics"], "win_rate"),
                  w["metrics"]["parse_failures"], w["metrics"]["answer_chars"], w["metrics"]["reference_chars"],
                  f"{w['seconds']:.1f}"] for w in payload["winrate"]]
         parts += ["## Win rate\n", _table(["benchmark", "items", "win rate", "parse failures (draws)",
@@ -175,18 +197,49 @@ def bar_chart(values: dict[str, list[float]], series: Sequence[str], path: Path,
     fig.savefig(path, dpi=120)
 
 
-def compare_runs(run_a: Path, run_b: Path, output: Path) -> list[tuple[str, float | None, float | None]]:
-    """Every metric of two runs side by side; writes compare.md and compare.png to `output` and returns the rows."""
+def _details(payload: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each benchmark's detail under its headline metric's flat key (`player/<name>/accuracy`, ...)."""
+    return {f"{role}/{d['name']}/{metric}": d for role, metric in HEADLINES.items() for d in payload.get(role, [])}
+
+
+def paired_changes(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Change | str]:
+    """For each headline metric both runs (results.json payloads) measured: the paired bootstrap change B - A, or
+    why none is given. Rows pair only when both runs scored the same ones: the same data (data_sha256) and row keys;
+    the change of two different row sets is not a paired quantity."""
+    out: dict[str, Change | str] = {}
+    details_b = _details(b)
+    for key, da in _details(a).items():
+        db = details_b.get(key)
+        if db is None:
+            continue
+        rows_a, rows_b = da.get("row_scores"), db.get("row_scores")
+        if not rows_a or not rows_b:
+            out[key] = "not given: no row scores"
+        elif da.get("data_sha256") != db.get("data_sha256") or rows_a.keys() != rows_b.keys():
+            out[key] = "not given: different rows (unpaired)"
+        else:
+            out[key] = paired_bootstrap(rows_a, rows_b) or "not given: fewer than 2 rows"
+    return out
+
+
+def compare_runs(run_a: Path, run_b: Path, output: Path) -> list[list[str]]:
+    """Every metric of two runs side by side (accuracies with their intervals, headline changes with a paired
+    interval); writes compare.md and compare.png to `output` and returns the table's rows (COMPARE_HEADER)."""
     a, b = load_run(run_a), load_run(run_b)
-    keys = list(dict.fromkeys([*a["metrics"], *b["metrics"]]))
-    rows = [(k, a["metrics"].get(k), b["metrics"].get(k)) for k in keys]
+    changes = paired_changes(a, b)
+    keys = [k for k in dict.fromkeys([*a["metrics"], *b["metrics"]]) if not k.endswith(CI_SUFFIXES)]
+    rows = []
+    for k in keys:
+        va, vb, change = a["metrics"].get(k), b["metrics"].get(k), changes.get(k, "")
+        rows.append([k, with_interval(a["metrics"], k), with_interval(b["metrics"], k),
+                     _fmt(vb - va if va is not None and vb is not None else None),
+                     change.bracket if isinstance(change, Change) else change])
     output.mkdir(parents=True, exist_ok=True)
     names = [f"A: {run_a}", f"B: {run_b}"]
-    table = _table(["metric", "A", "B", "B - A"],
-                   [[k, va, vb, vb - va if va is not None and vb is not None else None] for k, va, vb in rows])
     (output / "compare.md").write_text(
         f"# Compare\n\n- A: `{run_a}` (model `{a['model']['name']}`, suite `{a['suite']['name']}`)\n"
-        f"- B: `{run_b}` (model `{b['model']['name']}`, suite `{b['suite']['name']}`)\n\n{table}", encoding="utf-8")
+        f"- B: `{run_b}` (model `{b['model']['name']}`, suite `{b['suite']['name']}`)\n\n"
+        f"{_table(COMPARE_HEADER, rows)}\n{INTERVALS}", encoding="utf-8")
     shared = {k: [headline(a)[k], headline(b)[k]] for k in headline(a) if k in headline(b)}
     if shared:
         bar_chart(shared, names, output / "compare.png", "A vs B")

@@ -14,7 +14,7 @@ import random
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,9 +24,10 @@ from urpo_kit.compiler import override_strings, prepare_task
 from urpo_kit.config.loader import load_task, origin_of, position_of
 from urpo_kit.config.suite import EvalSuite, PlayerBenchmark, RefereeBenchmark, WinRateBenchmark
 from urpo_kit.errors import ConfigError, Problem, UrpoError
-from urpo_kit.eval.lm_bridge import export_task, generation_kwargs, run_lm_eval, sample_records
+from urpo_kit.eval.lm_bridge import export_task, generation_kwargs, row_scores, run_lm_eval, sample_records
 from urpo_kit.eval.progress import ProgressBackend
 from urpo_kit.eval.referee_bench import load_preference_set, run_referee_benchmark
+from urpo_kit.eval.stats import interval
 from urpo_kit.eval.winrate import run_winrate
 from urpo_kit.referee import HFBackend, SamplingParams
 from urpo_kit.sources import describe_source
@@ -138,8 +139,8 @@ def _player(bench: PlayerBenchmark, name: str, suite: EvalSuite, model: Any, tok
                                stop=bench.stop, allow_code=suite.allow_code)
         results = run_lm_eval(model, tokenizer, [task_name], include_path=exported.folder,
                               batch_size=suite.batch_size)
-        found = results["results"][task_name]
-        metrics = {"accuracy": found["accuracy,none"], "extracted": found["extracted,none"]}
+        found, choice = results["results"][task_name], "accuracy,none"
+        metrics = {"accuracy": found[choice], "extracted": found["extracted,none"]}
         detail: dict[str, Any] = {
             "task": str(bench.task), "source": prepared.rows.description, "task_folder": str(exported.folder),
             "rows": exported.rows, "data_sha256": _file_sha256(exported.data), "sampling": asdict(sampling)}
@@ -160,7 +161,9 @@ def _player(bench: PlayerBenchmark, name: str, suite: EvalSuite, model: Any, tok
         path = workdir / f"samples_{_key(task)}.jsonl"
         path.write_text("".join(line + "\n" for line in sample_records(records)), encoding="utf-8")
         files.append(path.name)
-    detail.update(name=name, lm_eval_task=task_name, metrics=metrics, samples_files=files,
+    scores = row_scores(samples, choice)
+    metrics.update(_interval_metrics("accuracy", scores.values()))
+    detail.update(name=name, lm_eval_task=task_name, metrics=metrics, row_scores=scores, samples_files=files,
                   seconds=time.perf_counter() - start, lm_eval=results)
     return metrics, detail
 
@@ -176,14 +179,18 @@ def _referee(bench: RefereeBenchmark, name: str, suite: EvalSuite, backend: HFBa
                                    mode=bench.mode, sampling=sampling, seed=suite.seed)
     log = workdir / f"referee_{name}.jsonl"
     _write_jsonl(log, result.log)
-    metrics = dict(result.metrics)
+    scores = {str(entry["row"]): entry["score"] for entry in result.log}
+    headline = {**result.metrics, **_interval_metrics("accuracy", scores.values())}
+    metrics = dict(headline)
     if set(result.subsets) != {name}:
         metrics.update({f"subset/{_key(s)}": v["accuracy"] for s, v in result.subsets.items()})
     metrics.update({f"rewardbench/{_key(s)}": v for s, v in result.sections.items()})
+    subsets = {s: {**v, **_interval_metrics("accuracy", [e["score"] for e in result.log if e["subset"] == s])}
+               for s, v in result.subsets.items()}
     detail = {"name": name, "source": data.description, "order": bench.order, "mode": bench.mode,
               "candidates": bench.candidates, "sampling": asdict(sampling), "data_sha256": data.sha256(),
               "skipped": len(data.skipped), "skipped_reasons": [asdict(s) for s in data.skipped[:20]],
-              "metrics": result.metrics, "subsets": result.subsets, "sections": result.sections,
+              "metrics": headline, "row_scores": scores, "subsets": subsets, "sections": result.sections,
               "log_file": log.name, "seconds": time.perf_counter() - start}
     return metrics, detail
 
@@ -207,11 +214,21 @@ def _winrate(bench: WinRateBenchmark, name: str, suite: EvalSuite, backend: HFBa
                          suite_dir=origin.parent if origin else None, allow_code=suite.allow_code)
     log = workdir / f"winrate_{name}.jsonl"
     _write_jsonl(log, result.log)
+    scores = {str(entry["row"]): entry["outcome"] for entry in result.log}
+    metrics = {**result.metrics, **_interval_metrics("win_rate", scores.values())}
     detail = {"name": name, "label": result.label, "task": str(bench.task), "judge": judge_name,
               "sampling": asdict(player_sampling), "judge_sampling": asdict(judge_sampling),
-              "data_sha256": result.data_sha256, "metrics": result.metrics, "log_file": log.name,
+              "data_sha256": result.data_sha256, "metrics": metrics, "row_scores": scores, "log_file": log.name,
               "seconds": time.perf_counter() - start}
-    return result.metrics, detail
+    return metrics, detail
+
+
+def _interval_metrics(metric: str, scores: Collection[float]) -> dict[str, float]:
+    """`<metric>_ci_low` and `<metric>_ci_high`, the 95% interval of a mean over its per-row scores (none without)."""
+    if not scores:
+        return {}
+    low, high = interval(list(scores))
+    return {f"{metric}_ci_low": low, f"{metric}_ci_high": high}
 
 
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:

@@ -40,6 +40,11 @@ class RunLogCallback(TrainerCallback):
             self.run_log.write(state.global_step, {**values, "positions": positions})
 
 
+def heldout_folder(run_dir: Path, step: int) -> Path:
+    """The eval run folder (results.json, report.md, logs) of the held-out evaluation at `step`."""
+    return run_dir / "eval" / f"step-{step:05d}"
+
+
 class HeldOutEvalCallback(TrainerCallback):
     """Held-out suites at step 0, every `every` steps and at the end, through the same code as `urpo-kit eval`.
 
@@ -62,7 +67,7 @@ class HeldOutEvalCallback(TrainerCallback):
         start = time.perf_counter()
         with self.generation_model() as model:
             for suite in self.suites:
-                folder = self.run_dir / "eval" / f"step-{step:05d}" if state.is_world_process_zero else None
+                folder = heldout_folder(self.run_dir, step) if state.is_world_process_zero else None
                 results.update(self.run_suite(suite, model, self.tokenizer, folder,
                                               progress=state.is_world_process_zero))
         results["heldout/time_s"] = time.perf_counter() - start

@@ -12,11 +12,22 @@ from rich.table import Table
 console = Console()
 
 
-def heldout_table(heldout: dict[int, dict[str, float]]) -> Table | None:
-    """Held-out figures at the first and the last evaluated step (accuracy metrics only), or None without any."""
+def heldout_table(heldout: dict[int, dict[str, float]], run_dir: Path | None = None) -> Table | None:
+    """Held-out figures at the first and the last evaluated step (accuracy metrics only, with their 95% intervals),
+    or None without any. With the run folder, the change carries the paired bootstrap interval over the rows both
+    steps' evaluations scored (read from their eval folders), which tells a real change from noise."""
+    from urpo_kit.eval.report import RESULTS_FILE, load_run, paired_changes, with_interval
+    from urpo_kit.eval.stats import Change
+    from urpo_kit.train.callbacks import heldout_folder
+
     if not heldout:
         return None
     first, last = min(heldout), max(heldout)
+    changes: dict[str, Change | str] = {}
+    if run_dir is not None:
+        before, after = (heldout_folder(run_dir, step) / RESULTS_FILE for step in (first, last))
+        if before.is_file() and after.is_file():
+            changes = paired_changes(load_run(before), load_run(after))
     names = sorted(k for k in {**heldout[first], **heldout[last]} if k.endswith("accuracy"))
     table = Table(title="Held-out evaluation", title_justify="left")
     table.add_column("metric")
@@ -24,14 +35,11 @@ def heldout_table(heldout: dict[int, dict[str, float]]) -> Table | None:
     table.add_column(f"step {last}", justify="right")
     table.add_column("change", justify="right")
     for name in names:
-        a, b = heldout[first].get(name), heldout[last].get(name)
-        change = f"{b - a:+.3f}" if a is not None and b is not None else ""
-        table.add_row(name, _fmt(a), _fmt(b), change)
+        a, b, change = heldout[first].get(name), heldout[last].get(name), changes.get(name)
+        if not isinstance(change, Change):  # no paired interval: the plain difference
+            change = f"{b - a:+.3f}" if a is not None and b is not None else ""
+        table.add_row(name, with_interval(heldout[first], name), with_interval(heldout[last], name), str(change))
     return table
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
 
 
 def train_command(
@@ -52,7 +60,7 @@ def train_command(
         return
     console.print(f"[green]done[/green] {result.steps} steps in {result.seconds / 60:.1f} min; run folder "
                   f"{result.run_dir} (metrics.jsonl, tensorboard/, plots/), final model {result.final_dir}")
-    table = heldout_table(result.heldout)
+    table = heldout_table(result.heldout, result.run_dir)
     if table is None:
         console.print("no held-out evaluation (the recipe names no eval.suites, or eval.every is 0)")
     else:
