@@ -7,7 +7,7 @@ Paths stay as written here; the loader resolves them against the YAML file's fol
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
@@ -86,6 +86,10 @@ class Prompt(Strict):
         return self
 
 
+VerdictKind = Literal["sample", "likelihood"]
+VERDICTS: tuple[str, ...] = get_args(VerdictKind)
+
+
 class RefereePrompt(Strict):
     """How candidates are shown to the referee: a template that receives `prompt`, `candidates`, `labels`, `n`."""
 
@@ -97,8 +101,23 @@ class RefereePrompt(Strict):
     shuffle: bool = Field(True, description="show candidates in a seeded shuffled order (the permutation is kept)")
     prefill: str | None = Field(
         None, description="start of the referee's reply, which the model continues and the parser reads with it, "
-                          "e.g. 'Score:' or 'Ranking: [': small models that ignore the format line follow it"
+                          "e.g. 'Score:' or 'Ranking: [': small models that ignore the format line follow it "
+                          "(a verdict-first reply); `verdict: likelihood` defaults it to the mode's verdict start"
     )
+    verdict: VerdictKind = Field(
+        "sample", description="sample: generate the judgment text and parse it; likelihood: read the verdict from "
+                              "the next-token probabilities of the labels (or scores) right after the prefill, in "
+                              "one forward pass (no generation, no parse failure). Training a preference task "
+                              "always samples: GRPO needs sampled judgments")
+    scale: tuple[int, int] = Field(
+        (1, 10), description="pointwise score range [low, high], given to the template as `scale`; "
+                             "`verdict: likelihood` needs every score to be one token (e.g. [1, 9] where 10 is two)")
+
+    @model_validator(mode="after")
+    def _scale_order(self) -> "RefereePrompt":
+        if self.scale[0] >= self.scale[1]:
+            raise ValueError(f"scale must be [low, high] with low < high, got {list(self.scale)}")
+        return self
 
 
 # --------------------------------------------------------------------------------------------- rewards

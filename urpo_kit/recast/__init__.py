@@ -36,6 +36,13 @@ DEFAULT_REFEREE_TEMPLATES = {
     "pairwise": "referee/pair.j2",
     "pointwise": "referee/score.j2",
 }
+# The reply start that ends right where the verdict begins: what `verdict: likelihood` reads after when a referee
+# prompt sets no prefill of its own (the shipped templates' answer lines start this way).
+VERDICT_PREFILLS = {
+    "listwise": "Ranking: [",
+    "pairwise": "Ranking: [",
+    "pointwise": "Score:",
+}
 
 
 class RenderError(UrpoError):
@@ -243,6 +250,7 @@ class RefereeRenderer:
         path = spec.template or Path(DEFAULT_REFEREE_TEMPLATES[mode])
         self.template = templates.file(path, f"{field_prefix}.template")
         self.system = templates.inline(spec.system, f"{field_prefix}.system") if spec.system else None
+        self.prefill = spec.prefill or (VERDICT_PREFILLS[mode] if spec.verdict == "likelihood" else "")
 
     def render(self, prompt: str, candidates: Sequence[str], rng: random.Random | None,
                extra: dict[str, Any] | None = None) -> RefereeView:
@@ -262,10 +270,11 @@ class RefereeRenderer:
         except ValueError as e:
             raise RenderError(f"{self.field_prefix}.labels", str(e)) from None
         shown = [{"label": lab, "text": candidates[i]} for lab, i in zip(labels, order)]
-        variables = {**(extra or {}), "prompt": prompt, "candidates": shown, "labels": labels, "n": len(labels)}
+        variables = {**(extra or {}), "prompt": prompt, "candidates": shown, "labels": labels, "n": len(labels),
+                     "scale": list(self.spec.scale)}
         user = render(self.template, variables, f"{self.field_prefix}.template")
         system = render(self.system, variables, f"{self.field_prefix}.system") if self.system else None
-        return RefereeView(chat(system, user, self.spec.prefill), labels, order, self.spec.prefill or "")
+        return RefereeView(chat(system, user, self.prefill), labels, order, self.prefill)
 
 
 class TaskRenderer:

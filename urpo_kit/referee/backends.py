@@ -12,6 +12,8 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Protocol, Sequence
 
+from urpo_kit.errors import UrpoError
+
 Messages = list[dict[str, str]]
 
 
@@ -37,11 +39,45 @@ class Backend(Protocol):
         """One completion per chat prompt, in order."""
 
 
+class LikelihoodBackend(Backend, Protocol):
+    """A backend that can also read the next-token distribution after a prompt (`verdict: likelihood`)."""
+
+    tokenizer: Any
+
+    def next_token_logprobs(self, prompts: Sequence[Messages], token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
+        """Per chat prompt, the log-probabilities (over the whole vocabulary) of its `token_ids` as the next token."""
+
+
 def chat_prompt(tokenizer: Any, messages: Messages) -> str:
     """The prompt text; a final assistant message (a referee prefill) is continued rather than closed, as TRL does."""
     if messages and messages[-1]["role"] == "assistant":
         return tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def continuation(prefill: str, value: str) -> str:
+    """How a verdict value is written right after the prefill: glued to an opening bracket or a space ('[' + '2'),
+    after a space otherwise ('Score:' + ' 7'), as a model writes it and as BPE tokenizers merge it."""
+    return value if not prefill or prefill[-1] in "[(" or prefill[-1].isspace() else " " + value
+
+
+def single_token_ids(tokenizer: Any, prompt_text: str, values: Sequence[str]) -> list[int] | str:
+    """The one token each value adds to `prompt_text` (which ends with the prefill), or, when a value is not
+    exactly one token there, a message naming the value and the pieces the tokenizer makes of it."""
+    base = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    prefill_end = prompt_text[-20:]
+    ids = []
+    for value in values:
+        text = continuation(prompt_text, value)
+        full = tokenizer(prompt_text + text, add_special_tokens=False)["input_ids"]
+        if len(full) != len(base) + 1 or full[:len(base)] != base:
+            shared = next((i for i, (a, b) in enumerate(zip(base, full)) if a != b), len(base))
+            pieces = tokenizer.convert_ids_to_tokens(full[shared:])
+            name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+            return (f"`{value}` after {prefill_end!r} is not one token for tokenizer {name} (it becomes "
+                    f"{pieces}); verdict: likelihood reads each label or score as one next token")
+        ids.append(full[-1])
+    return ids
 
 
 class HFBackend:
@@ -54,6 +90,35 @@ class HFBackend:
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.unwrap = unwrap or (lambda: contextlib.nullcontext(self.model))
         self.progress = progress
+
+    def next_token_logprobs(self, prompts: Sequence[Messages], token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
+        """One batched forward pass per `batch_size` prompts, logits of the last position only; left padding with
+        position ids counted from each prompt's first real token, so a padded prompt reads as it would alone."""
+        import torch
+
+        texts = [chat_prompt(self.tokenizer, m) for m in prompts]
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out: list[list[float]] = [[] for _ in texts]
+        tok = self.tokenizer
+        tok.padding_side = "left"
+        with self.unwrap() as model, torch.no_grad():
+            was_training = model.training
+            model.eval()
+            try:
+                for start in range(0, len(order), self.batch_size):
+                    idx = order[start:start + self.batch_size]
+                    batch = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+                    batch = {k: v.to(model.device) for k, v in batch.items()}
+                    positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+                    logits = model(**batch, position_ids=positions, logits_to_keep=1, use_cache=False).logits
+                    logprobs = logits[:, -1, :].float().log_softmax(-1)
+                    for row, i in enumerate(idx):
+                        out[i] = logprobs[row, list(token_ids[i])].tolist()
+                    if self.progress:
+                        self.progress(len(idx))
+            finally:
+                model.train(was_training)
+        return out
 
     def generate(self, prompts: Sequence[Messages], sampling: SamplingParams) -> list[str]:
         import torch
@@ -89,11 +154,21 @@ class HFBackend:
         return out
 
 
+_VLLM_NO_LIKELIHOOD = ("verdict: likelihood is not available with {name}: {why}. Use generation.backend: hf (the "
+                       "self-referee then reads label probabilities from the training model itself), or "
+                       "verdict: sample")
+
+
 class VLLMServerBackend:
     """Generation through a vLLM server via TRL's client (the server holds the current step's weights)."""
 
     def __init__(self, client: Any, tokenizer: Any):
         self.client, self.tokenizer = client, tokenizer
+
+    def next_token_logprobs(self, prompts: Sequence[Messages], token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
+        raise UrpoError(_VLLM_NO_LIKELIHOOD.format(
+            name="generation.backend: vllm_server",
+            why="TRL 1.16's vLLM client returns the log-probabilities of sampled tokens only, not of chosen ones"))
 
     def generate(self, prompts: Sequence[Messages], sampling: SamplingParams) -> list[str]:
         if not prompts:
@@ -110,6 +185,11 @@ class VLLMColocateBackend:
 
     def __init__(self, llm: Any, tokenizer: Any):
         self.llm, self.tokenizer = llm, tokenizer
+
+    def next_token_logprobs(self, prompts: Sequence[Messages], token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
+        raise UrpoError(_VLLM_NO_LIKELIHOOD.format(
+            name="generation.backend: vllm_colocate",
+            why="reading chosen tokens' probabilities through vLLM is not wired up here (untested without a GPU)"))
 
     def generate(self, prompts: Sequence[Messages], sampling: SamplingParams) -> list[str]:
         if not prompts:

@@ -49,14 +49,31 @@ class StepBackend:
     def bind(self, inner: Backend) -> None:
         self.inner = inner
 
-    def generate(self, prompts: Sequence[Messages], sampling: SamplingParams) -> list[str]:
+    def _bound(self) -> Any:
         if self.inner is None:
             raise RuntimeError("the self-referee backend is not bound to a trainer yet")
+        return self.inner
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._bound().tokenizer
+
+    def generate(self, prompts: Sequence[Messages], sampling: SamplingParams) -> list[str]:
+        inner = self._bound()
         self.calls += 1
         if not prompts:
-            self.inner.generate([PING], dataclasses.replace(sampling, max_new_tokens=1))
+            inner.generate([PING], dataclasses.replace(sampling, max_new_tokens=1))
             return []
-        return self.inner.generate(prompts, sampling)
+        return inner.generate(prompts, sampling)
+
+    def next_token_logprobs(self, prompts: Sequence[Messages], token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
+        """Likelihood verdicts: one forward pass; a rank with nothing to judge still runs one (on PING)."""
+        inner = self._bound()
+        self.calls += 1
+        if not prompts:
+            inner.next_token_logprobs([PING], [[0]])
+            return []
+        return inner.next_token_logprobs(prompts, token_ids)
 
 
 class SelfReferee:
@@ -67,6 +84,10 @@ class SelfReferee:
         self.seconds: dict[str, float] = {}  # time each task's judge took in the last `judge_all`
         self.judges: dict[str, Judge] = {}
         for spec in tasks:
+            if spec.self_referee.verdict == "likelihood" and recipe.generation.backend != "hf":
+                raise UrpoError(f"{origin_of(spec) or spec.name}: self_referee.verdict: likelihood reads label "
+                                "probabilities from the training model, which needs generation.backend: hf (it is "
+                                f"{recipe.generation.backend}); use verdict: sample with vLLM")
             if spec.self_referee.train_judgments:
                 raise UrpoError(f"{origin_of(spec) or spec.name}: self_referee.train_judgments is not supported by "
                                 "this trainer yet (the paper does not train the self-referee's judgments)")
@@ -81,6 +102,12 @@ class SelfReferee:
                 base_dir=origin.parent if origin else None,
                 seed=recipe.seed,
             )
+
+    def check(self, group_size: int) -> None:
+        """Start-up check of likelihood judges (labels or scores one token each), once the backend is bound."""
+        for judge in self.judges.values():
+            if judge.verdict == "likelihood":
+                judge.check(group_size)
 
     def judge_all(self, items: dict[str, list[JudgeItem]]) -> dict[str, list[Verdict]]:
         """Every task's judge is called, in a fixed order, whether or not this rank has groups for it."""

@@ -143,6 +143,7 @@ def make_trainer(recipe: Recipe, layout: BatchLayout, dataset: Dataset, rewards:
     trainer.remove_callback(PrinterCallback)  # added by disable_tqdm; the run log and progress bar replace it
     if referee is not None:
         referee.backend.bind(trainer_backend(trainer, recipe))
+        referee.check(recipe.grpo.group_size)
     return trainer
 
 
