@@ -3,6 +3,8 @@ offline run end to end with a tiny random model."""
 
 from __future__ import annotations
 
+import math
+
 import gzip
 import json
 import os
@@ -63,14 +65,15 @@ def test_shipped_suites_load(path: Path) -> None:
 
 
 def test_quickstart_heldout_rows_follow_the_training_rows() -> None:
-    """The held-out suite takes the 32 rows after the 2000 the quickstart tasks train on: the generators are
+    """The held-out suite takes the 128 rows after the 2000 the quickstart tasks train on: the generators are
     prefix-stable, so the longer stream starts with exactly the training rows (under the suite's other overrides,
     which the quickstart recipe trains with too)."""
     suite = load_suite(ROOT / "recipes" / "eval" / "quickstart-heldout.yaml")
-    for bench in (suite.player[0], suite.referee[0]):
+    assert suite.limit == 128
+    for bench in (suite.player[0], *suite.referee):
         same = {k: v for k, v in bench.overrides.items() if k not in ("source.n", "source.skip")}
         train = prepare_task(bench.task, override_strings(same)).rows.rows
-        longer = prepare_task(bench.task, override_strings({**same, "source.n": 2032})).rows.rows
+        longer = prepare_task(bench.task, override_strings({**same, "source.n": 2128})).rows.rows
         held = prepare_task(bench.task, override_strings(bench.overrides), limit=suite.limit).rows.rows
         assert len(train) == 2000 and longer[:2000] == train and held == longer[2000:]
 
@@ -196,6 +199,30 @@ def test_a_position_biased_referee() -> None:
     assert both.metrics["accuracy"] == 0.5 and both.metrics["consistency"] == 0.0
     assert both.metrics["random_order_accuracy"] == result.metrics["accuracy"]  # the first order is RewardBench's
     assert both.metrics["parse_failures"] == 0
+
+
+def test_likelihood_verdicts_average_both_orders_in_probability_space() -> None:
+    # every single order names its first label (a position bias of 2 against a content signal of 1), yet the
+    # probabilities averaged over the two orders favour the good response on every item
+    from test_referee_likelihood import ForcedLM
+
+    from urpo_kit.models import tiny_tokenizer
+    from urpo_kit.referee import HFBackend
+
+    tok = tiny_tokenizer()
+    biased = ForcedLM(tok, lambda shown: {label: (2.0 if i == 0 else 0.0) + float(text.startswith("good"))
+                                          for i, (label, text) in enumerate(shown)})
+    data = preference_set(6)
+    data.referee = RefereePrompt(verdict="likelihood")
+    result = run_referee_benchmark(data, HFBackend(biased, tok), order="both_orders", mode="listwise",
+                                   sampling=GREEDY, seed=0)
+    assert result.metrics["accuracy"] == 1.0 and result.metrics["first_position"] == 1.0
+    assert result.metrics["consistency"] == 0.0 and result.metrics["parse_failures"] == 0
+    p_good = (1 / (1 + math.exp(-3)) + 1 / (1 + math.exp(1))) / 2
+    assert result.metrics["best_probability"] == pytest.approx(p_good)
+    for judgment in result.log[0]["judgments"]:  # per order, over candidate indices: the first shown wins
+        assert sum(judgment["probabilities"]) == pytest.approx(1.0)
+        assert judgment["probabilities"][judgment["shown"][0]] > 0.5
 
 
 @pytest.mark.parametrize("candidates", [2, 4])

@@ -132,7 +132,10 @@ def test_a_prefilled_preference_prompt_is_continued_by_the_completion_and_parsed
 
 # --------------------------------------------------------------------------------------------- self-referee
 def open_ended(n: int = 1, overrides: Sequence[str] = ()):
-    spec, eps = episodes("instructions-offline.yaml", n, overrides)
+    """The shipped open-ended task with a sampled, shuffled self-referee (what the fake backends answer), unless
+    `overrides` say otherwise."""
+    spec, eps = episodes("instructions-offline.yaml", n,
+                         ["self_referee.verdict=sample", "self_referee.debias=shuffle", *overrides])
     return spec, eps
 
 
@@ -277,3 +280,34 @@ def test_layout_refuses_split_groups_only_when_the_self_referee_needs_them_whole
 def test_layout_refuses_uneven_splits(grpo):
     with pytest.raises(LayoutError):
         batch_layout(grpo, 2, whole_groups=False)
+
+
+def test_likelihood_self_referee_gives_continuous_rewards_that_sum_to_one_per_group():
+    # listwise likelihood: each answer's reward is the probability that its label is ranked first (sums to 1)
+    from test_referee_likelihood import ForcedLM, by_value
+
+    from urpo_kit.models import tiny_tokenizer
+    from urpo_kit.referee import HFBackend
+
+    spec, [ep] = open_ended(overrides=["self_referee.verdict=likelihood", "reward.length=null"])
+    tok = tiny_tokenizer()
+    backend = StepBackend(HFBackend(ForcedLM(tok, by_value()), tok))
+    referee = SelfReferee([spec], recipe_for("instructions-offline.yaml"), backend)
+    referee.check(4)
+    metrics = Metrics()
+    rewards = OpenEndedReward({spec.name: spec}, referee)(**trl_batch([(ep, ["1", "2", "3", "4"])]),
+                                                          log_metric=metrics)
+    assert rewards == pytest.approx([0.1, 0.2, 0.3, 0.4])  # value / (1 + 2 + 3 + 4), whatever the shuffle
+    assert sum(rewards) == pytest.approx(1.0)
+    assert metrics.values["instructions-offline/referee/parse_rate"] == [1.0]
+    assert backend.calls == 1
+
+
+def test_likelihood_self_referee_is_refused_with_vllm_before_any_model_loads():
+    from urpo_kit.errors import UrpoError
+
+    spec, _ = open_ended(overrides=["self_referee.verdict=likelihood"])
+    recipe = recipe_for("instructions-offline.yaml")
+    recipe.generation.backend = "vllm_server"
+    with pytest.raises(UrpoError, match="generation.backend: hf"):
+        SelfReferee([spec], recipe)

@@ -50,10 +50,23 @@ class ProgressBackend:
     def __init__(self, backend: Any, description: str, enabled: bool = True):
         self.backend, self.description, self.enabled = backend, description, enabled
 
+    @property
+    def tokenizer(self) -> Any:
+        return self.backend.tokenizer
+
     def generate(self, prompts: Sequence[Messages], sampling: SamplingParams) -> list[str]:
-        with progress_bar(self.description, len(prompts), self.enabled) as advance:
+        with self._bar(len(prompts)):
+            return self.backend.generate(prompts, sampling)
+
+    def next_token_logprobs(self, prompts: Sequence[Messages], token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
+        with self._bar(len(prompts)):
+            return self.backend.next_token_logprobs(prompts, token_ids)
+
+    @contextlib.contextmanager
+    def _bar(self, total: int) -> Iterator[None]:
+        with progress_bar(self.description, total, self.enabled) as advance:
             self.backend.progress = advance
             try:
-                return self.backend.generate(prompts, sampling)
+                yield
             finally:
                 self.backend.progress = None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -200,6 +201,7 @@ class Judgment:
     shown: list[int]
     raw: list[str]             # the judgment texts (one; pairwise mode: one per pair of candidates)
     ranking: list[int] | None  # candidate indices (best first = 0), as the referee ranked them
+    scores: list[float] | None = None  # verdict likelihood: the Judge's probability score per candidate index
 
     @property
     def top(self) -> int | None:
@@ -217,13 +219,19 @@ class RefereeResult:
 
 
 def _item_score(judgments: list[Judgment], n: int) -> tuple[float, bool | None]:
-    """(score, consistent): one judgment wins or loses; two must agree (consistent is None unless both parsed)."""
+    """(score, consistent). Sampled verdicts: one judgment wins or loses; two must agree (consistent is None unless
+    both parsed). Likelihood verdicts: the probabilities are averaged over the orders and the best must have the
+    highest (a tie scores 1/N): a position bias that lifts whichever response is shown first cancels out."""
     tops = [j.top for j in judgments]
+    consistent = tops[0] == tops[1] if len(tops) == 2 and None not in tops else None
+    if all(j.scores is not None for j in judgments):
+        mean = [sum(j.scores[i] for j in judgments) / len(judgments) for i in range(n)]  # type: ignore[index]
+        leaders = [i for i, p in enumerate(mean) if math.isclose(p, max(mean), rel_tol=1e-9, abs_tol=1e-12)]
+        return (1.0 / n if len(leaders) > 1 else float(leaders[0] == 0)), consistent
     if len(tops) == 1:
         return (1.0 / n if tops[0] is None else float(tops[0] == 0)), None
     if None in tops:
         return 1.0 / n, None
-    consistent = tops[0] == tops[1]
     return (float(tops[0] == 0) if consistent else 1.0 / n), consistent
 
 
@@ -257,15 +265,22 @@ def run_referee_benchmark(data: PreferenceSet, backend: Backend, *, order: str, 
     verdicts = iter(judge.judge(requests))
     scores, consistent, random_order, rewards, by_subset = [], [], [], [], {}
     first_position: list[float] = []
+    best_probability: list[float] = []
     failures = judgments_made = 0
     log = []
+    likelihood = judge.verdict == "likelihood"
     for item, shown_list in zip(data.items, orders):
         n = len(item.candidates)
         judgments = []
         for shown in shown_list:
             verdict = next(verdicts)
             ranking = None if verdict.ranking is None else [shown[i] for i in verdict.ranking]
-            judgments.append(Judgment(shown, verdict.raw, ranking))
+            probabilities = None
+            if likelihood:  # back from shown positions to candidate indices
+                probabilities = [0.0] * n
+                for position, candidate in enumerate(shown):
+                    probabilities[candidate] = verdict.scores[position]
+            judgments.append(Judgment(shown, verdict.raw, ranking, probabilities))
         score, agreed = _item_score(judgments, n)
         scores.append(score)
         by_subset.setdefault(item.subset, []).append(score)
@@ -278,8 +293,11 @@ def run_referee_benchmark(data: PreferenceSet, backend: Backend, *, order: str, 
             rewards.append(score_ranking(j.ranking, list(range(n)), data.score))
             if j.ranking is not None:
                 first_position.append(float(j.top == j.shown[0]))
+        if likelihood:
+            best_probability.append(sum(j.scores[0] for j in judgments) / len(judgments))  # type: ignore[index]
         log.append({"row": item.row, "subset": item.subset, "n": n, "score": score, "consistent": agreed,
-                    "judgments": [{"shown": j.shown, "ranking": j.ranking, "raw": j.raw} for j in judgments]})
+                    "judgments": [{"shown": j.shown, "ranking": j.ranking, "raw": j.raw, "probabilities": j.scores}
+                                  for j in judgments]})
     metrics = {
         "accuracy": _mean(scores),
         "n": float(len(scores)),
@@ -287,6 +305,7 @@ def run_referee_benchmark(data: PreferenceSet, backend: Backend, *, order: str, 
         "parse_failure_rate": failures / judgments_made,
         "first_position": _mean(first_position),
         "reward": _mean(rewards),
+        "best_probability": _mean(best_probability),
     }
     if order == "both_orders":
         metrics.update(consistency=_mean(consistent), random_order_accuracy=_mean(random_order))
