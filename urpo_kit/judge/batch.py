@@ -101,13 +101,15 @@ def reporting(backend: Backend, advance: Callable[[int], None]) -> Iterator[None
 
 def judge_file(source: Path, output: Path, backend: Backend, settings: JudgeSettings, *, model: str,
                rows_per_batch: int = 32, console: Console | None = None) -> BatchReport:
-    """Judge every row of `source` not yet in `output`, appending one JSON record per row (input order)."""
+    """Judge every row of `source` not yet in `output`, appending one JSON record per row (input order). A
+    likelihood judge is checked for the file's largest row first: a label or score that is not one token raises
+    UrpoError before anything is written."""
     console = console or Console(stderr=True)
     start = time.perf_counter()
     report = BatchReport()
-    judge = settings.judge(backend)
-    fingerprint = settings.fingerprint(judge, model)
     rows, report.malformed = read_rows(source)
+    judge = settings.judge(backend, responses=max((len(row.input.responses) for _, row in rows), default=2))
+    fingerprint = settings.fingerprint(judge, model)
     for bad in report.malformed:
         console.print(f"[red]error[/red] {source}:{bad.line}: {bad.message}", highlight=False, soft_wrap=True)
     done = done_keys(output)
@@ -135,8 +137,8 @@ def judge_file(source: Path, output: Path, backend: Backend, settings: JudgeSett
                 settings.seed_batch([p.key for p in batch])
                 verdicts = judge.judge([judge_item(p.row.input, p.key) for p in batch])
                 for p, verdict in zip(batch, verdicts):
-                    record: dict[str, Any] = {"hash": p.key, "line": p.line,
-                                              **to_result(p.row.input, verdict, p.row.id).model_dump()}
+                    result = to_result(p.row.input, verdict, judge.verdict, p.row.id)
+                    record: dict[str, Any] = {"hash": p.key, "line": p.line, **result.model_dump()}
                     out.write(json.dumps(record, ensure_ascii=False) + "\n")
                     _tally(report, record)
                 out.flush()

@@ -4,7 +4,7 @@ transformers and FastAPI are imported inside the commands."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Optional
+from typing import TYPE_CHECKING, Literal, Optional, Tuple
 
 import typer
 from rich.console import Console
@@ -27,7 +27,14 @@ MAX_NEW_TOKENS = typer.Option(128, min=1, help="tokens per judgment")
 LABELS = typer.Option("numbers", help="candidate labels: [1] [2] ... or [A] [B] ...")
 PREFILL = typer.Option(None, help="start of the referee's reply, continued by the model and parsed with it, e.g. "
                                   "'Score:' (pointwise) or 'Ranking: [': small models that ignore the format line "
-                                  "follow it")
+                                  "follow it; with --verdict likelihood the verdict is read right after it "
+                                  "(default 'Ranking: [', pointwise 'Score:')")
+VERDICT = typer.Option("sample", help="sample: generate the judgment and parse it; likelihood: read the probability "
+                                      "of each label (or score) after the prefill in one forward pass, no parse "
+                                      "failure (HF models; each label or score must be one token, checked at "
+                                      "start-up); rows then carry `probabilities`")
+SCALE = typer.Option((1, 10), metavar="LOW HIGH", help="pointwise score range (likelihood needs one-token scores, "
+                                                       "e.g. 1 9)")
 SEED = typer.Option(0, help="seed for presentation orders and sampling")
 DTYPE = typer.Option("auto", help="auto: bfloat16 on a GPU that has it, else float32 (bfloat16 is ~1.5x faster "
                                   "on CPU)")
@@ -36,12 +43,13 @@ THREADS = typer.Option(None, min=1, help="torch CPU threads (default: torch's ch
                                          "avoids oversubscription)")
 
 def _settings(mode: str, template: Optional[Path], debias: str, samples: int, temperature: float,
-              max_new_tokens: int, labels: str, prefill: Optional[str], seed: int) -> JudgeSettings:
+              max_new_tokens: int, labels: str, prefill: Optional[str], verdict: str, scale: Tuple[int, int],
+              seed: int) -> JudgeSettings:
     from urpo_kit.judge.settings import JudgeSettings
     from urpo_kit.referee import SamplingParams
 
     return JudgeSettings(mode=mode, debias=debias, samples=samples, template=template, labels=labels,
-                         prefill=prefill, seed=seed,
+                         prefill=prefill, verdict=verdict, scale=scale, seed=seed,
                          sampling=SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens))
 
 
@@ -58,6 +66,8 @@ def judge_command(
     max_new_tokens: int = MAX_NEW_TOKENS,
     labels: Literal["numbers", "letters"] = LABELS,
     prefill: Optional[str] = PREFILL,
+    verdict: Literal["sample", "likelihood"] = VERDICT,
+    scale: Tuple[int, int] = SCALE,
     seed: int = SEED,
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = DTYPE,
     batch_size: int = BATCH_SIZE,
@@ -66,10 +76,12 @@ def judge_command(
 ) -> None:
     """Rank or score the responses of each row with a referee model, into resumable JSONL.
 
-    Per row: ranking (response indices, best first), scores in [0, 1], status (ok, partial, failed), raw
-    judgment texts, what each judgment was shown, agreement between orders (both_orders) and, for chosen/rejected
-    rows, whether the chosen response won. Malformed rows are reported with their line number and skipped (exit
-    code 1). Rows are keyed by a hash of the row, the settings, the template and the model.
+    Per row: ranking (response indices, best first), scores in [0, 1] per response (input order; with --verdict
+    likelihood the averaged probabilities), status (ok, partial, failed), verdict, raw judgment texts, what each
+    judgment was shown, the label probabilities of each judgment (likelihood), agreement between orders
+    (both_orders) and, for chosen/rejected rows, whether the chosen response won. Malformed rows are reported with
+    their line number and skipped (exit code 1). Rows are keyed by a hash of the row, the settings, the template
+    and the model.
 
     Each input row (JSONL, or .json/.csv/.parquet, optionally .gz) holds a prompt and 2 or more
     responses, in one of these shapes (other keys are ignored; `id` is passed through):
@@ -87,7 +99,8 @@ def judge_command(
     from urpo_kit.judge.settings import load_backend
 
     err = Console(stderr=True)
-    settings = _settings(mode, template, debias, samples, temperature, max_new_tokens, labels, prefill, seed)
+    settings = _settings(mode, template, debias, samples, temperature, max_new_tokens, labels, prefill, verdict,
+                         scale, seed)
     with err.status(f"loading {model}"):
         backend = load_backend(model, dtype=dtype, batch_size=batch_size, threads=threads)
     report = judge_file(input, output, backend, settings, model=model, rows_per_batch=rows_per_batch, console=err)
@@ -125,6 +138,8 @@ def serve_command(
     max_new_tokens: int = MAX_NEW_TOKENS,
     labels: Literal["numbers", "letters"] = LABELS,
     prefill: Optional[str] = PREFILL,
+    verdict: Literal["sample", "likelihood"] = VERDICT,
+    scale: Tuple[int, int] = SCALE,
     seed: int = SEED,
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = DTYPE,
     batch_size: int = BATCH_SIZE,
@@ -138,8 +153,8 @@ def serve_command(
     max_body_bytes: int = typer.Option(1_000_000, min=1, help="request body size"),
     log_level: str = typer.Option("info", help="uvicorn log level"),
 ) -> None:
-    """Serve the referee over HTTP: POST /v1/judge (one row, or {"rows": [...], "mode": ...}), GET /health,
-    OpenAPI at /docs and /openapi.json. Requests from all clients are batched together."""
+    """Serve the referee over HTTP: POST /v1/judge (one row, or {"rows": [...], "mode": ..., "verdict": ...}),
+    GET /health, OpenAPI at /docs and /openapi.json. Requests from all clients are batched together."""
     import uvicorn
 
     from urpo_kit.judge.server import Batching, Limits, create_app
@@ -148,7 +163,8 @@ def serve_command(
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         Console(stderr=True).print(f"[yellow]warning[/yellow] serving on {host} without a token: anyone who can "
                                    "reach this port can use the model (set URPO_KIT_TOKEN)")
-    settings = _settings(mode, template, debias, samples, temperature, max_new_tokens, labels, prefill, seed)
+    settings = _settings(mode, template, debias, samples, temperature, max_new_tokens, labels, prefill, verdict,
+                         scale, seed)
     backend = load_backend(model, dtype=dtype, batch_size=batch_size, threads=threads)
     limits = Limits(max_body_bytes=max_body_bytes, max_rows=max_rows, max_responses=max_responses,
                     max_prompt_tokens=max_prompt_tokens, max_response_tokens=max_response_tokens)

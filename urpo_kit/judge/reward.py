@@ -3,7 +3,9 @@
 GRPO only compares rollouts of the same prompt, so the completions of each prompt are judged together as one
 group (listwise by default: one generation per group), and each completion's reward is its referee score in
 [0, 1]. A group whose judgment fails to parse gets 0.5 everywhere (no signal); a prompt with a single completion
-has nothing to be compared with and also gets 0.5.
+has nothing to be compared with and also gets 0.5. With `verdict="likelihood"` the scores are probabilities read
+in one forward pass (listwise: P(ranked first), summing to 1 over the group; pairwise: mean win probability,
+summing to G/2; pointwise: expected score): continuous rewards that never fail to parse.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import dataclasses
 import json
 from typing import Any, Callable, Protocol, Sequence
 
+from urpo_kit.config.schema import VerdictKind
 from urpo_kit.judge.rows import JudgeResponse, Message, RowInput, judge_item, messages_text, response_text, row_key
 from urpo_kit.judge.settings import JudgeSettings, load_backend
 from urpo_kit.referee import HFBackend
@@ -59,7 +62,8 @@ def _local(target: Any, settings: JudgeSettings, tokenizer: Any, batch_size: int
     return scores
 
 
-def _remote(url: str, mode: Mode, token: str | None, timeout: float, rows_per_request: int) -> Scorer:
+def _remote(url: str, mode: Mode, verdict: VerdictKind | None, token: str | None, timeout: float,
+            rows_per_request: int) -> Scorer:
     import httpx
 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -68,8 +72,10 @@ def _remote(url: str, mode: Mode, token: str | None, timeout: float, rows_per_re
     def scores(rows: list[RowInput]) -> list[list[float]]:
         out: list[list[float]] = []
         for start in range(0, len(rows), rows_per_request):
-            body = {"mode": mode, "rows": [{"prompt": r.prompt, "responses": r.responses}
-                                           for r in rows[start:start + rows_per_request]]}
+            body: dict[str, Any] = {"mode": mode, "rows": [{"prompt": r.prompt, "responses": r.responses}
+                                                           for r in rows[start:start + rows_per_request]]}
+            if verdict is not None:
+                body["verdict"] = verdict
             response = client.post("/v1/judge", json=body)
             if response.status_code != 200:
                 raise RuntimeError(f"judge server {url}: HTTP {response.status_code}: {response.text[:500]}")
@@ -79,23 +85,26 @@ def _remote(url: str, mode: Mode, token: str | None, timeout: float, rows_per_re
     return scores
 
 
-def reward_function(model_or_url: Any, mode: Mode = "listwise", *, settings: JudgeSettings | None = None,
-                    tokenizer: Any = None, batch_size: int = 16, token: str | None = None, timeout: float = 600.0,
-                    rows_per_request: int = 32) -> RewardFunction:
+def reward_function(model_or_url: Any, mode: Mode = "listwise", *, verdict: VerdictKind | None = None,
+                    settings: JudgeSettings | None = None, tokenizer: Any = None, batch_size: int = 16,
+                    token: str | None = None, timeout: float = 600.0, rows_per_request: int = 32) -> RewardFunction:
     """A reward function `fn(prompts, completions, **kwargs) -> list[float]` for TRL's GRPOTrainer.
 
     `model_or_url`: an `http(s)://` URL of `urpo-kit serve` (the server's settings apply; `token` is its bearer
     token), a model name or folder (`bundled:smollm2-135m-instruct`, a trained checkpoint), a loaded transformers
     model (with `tokenizer`, else loaded from the model's folder), or any referee `Backend`. `settings` (debias,
-    samples, sampling, template, labels, seed) apply locally; `mode` overrides `settings.mode`.
+    samples, sampling, template, labels, prefill, scale, seed) apply locally; `mode` overrides `settings.mode`.
+    `verdict` (sample | likelihood), when given, overrides `settings.verdict` locally and is sent with each request
+    to a server (else the server's applies); a local likelihood judge is checked here, at construction.
     """
     remote = isinstance(model_or_url, str) and model_or_url.startswith(("http://", "https://"))
     if remote and settings is not None:
         raise ValueError("with a server URL the server's settings apply; set them on `urpo-kit serve`")
     if remote:
-        scores = _remote(model_or_url, mode, token, timeout, rows_per_request)
+        scores = _remote(model_or_url, mode, verdict, token, timeout, rows_per_request)
     else:
-        settings = dataclasses.replace(settings or JudgeSettings(), mode=mode)
+        base = settings or JudgeSettings()
+        settings = dataclasses.replace(base, mode=mode, verdict=verdict or base.verdict)
         scores = _local(model_or_url, settings, tokenizer, batch_size)
 
     def reward(prompts: Sequence[Any], completions: Sequence[Any], **_: Any) -> list[float]:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from urpo_kit.config.schema import VerdictKind
 from urpo_kit.referee import JudgeItem, Verdict
 from urpo_kit.referee.judge import Mode
 
@@ -145,17 +146,27 @@ class JudgeResult(BaseModel):
     id: str | int | None = None
     ranking: list[int] | None = Field(description="response indices (0-based, input order), best first; null if no "
                                                   "judgment parsed")
-    scores: list[float] = Field(description="per response, in [0, 1], higher is better (0.5 each: no signal)")
+    scores: list[float] = Field(description="per response (input order), in [0, 1], higher is better; sample: "
+                                            "rank-based (0.5 each: no signal); likelihood: averaged probabilities "
+                                            "(listwise: P(ranked first), sums to 1; pairwise: mean win probability "
+                                            "over opponents, sums to N/2; pointwise: expected score on [0, 1])")
+    verdict: VerdictKind = Field(description="sample: parsed from generated text; likelihood: read from the label "
+                                             "(or score) probabilities after the prefill")
     status: Literal["ok", "partial", "failed"] = Field(description="did every judgment parse, some, or none")
     parsed: int = Field(description="judgments that parsed")
     attempts: int = Field(description="judgments made")
     agreement: float | None = Field(None, description="both_orders: share of order pairs that gave the same ranking")
     correct: float | None = Field(None, description="chosen/rejected rows: 1 if the chosen response scored highest, "
                                                     "0.5 for a tie (or a failed parse), else 0")
-    raw: list[str] = Field(description="the judgment texts, in the order they were made")
+    raw: list[str] = Field(description="the judgment texts, in the order they were made (likelihood: empty)")
     shown: list[list[int]] = Field(description="per judgment: the response index shown with each label")
     parses: list[list[int] | float | None] = Field(description="per judgment: its ranking (response indices) or "
-                                                               "its 1-10 score; null where it did not parse")
+                                                               "its score (likelihood: the ranking its probabilities "
+                                                               "imply, or the expected score); null where it did "
+                                                               "not parse")
+    probabilities: list[list[float]] = Field(description="likelihood, per judgment: the probability of each label "
+                                                         "in `shown` order, or of each score low..high (pointwise); "
+                                                         "sample: empty")
 
 
 def gold_credit(verdict: Verdict, gold: int) -> float:
@@ -167,11 +178,14 @@ def gold_credit(verdict: Verdict, gold: int) -> float:
     return 1.0 / sum(s >= best - 1e-9 for s in verdict.scores)
 
 
-def to_result(row: RowInput, verdict: Verdict, row_id: str | int | None = None) -> JudgeResult:
+def to_result(row: RowInput, verdict: Verdict, kind: VerdictKind, row_id: str | int | None = None) -> JudgeResult:
+    """The output row; `kind` is how the verdict was reached (the Judge's `verdict`), so a reader of the file or
+    the response knows whether `scores` are ranks or probabilities."""
     correct = gold_credit(verdict, row.gold) if row.gold is not None else None
-    return JudgeResult(id=row_id, ranking=verdict.ranking, scores=verdict.scores, status=verdict.status,
+    return JudgeResult(id=row_id, ranking=verdict.ranking, scores=verdict.scores, verdict=kind, status=verdict.status,
                        parsed=verdict.parsed, attempts=verdict.attempts, agreement=verdict.agreement, correct=correct,
-                       raw=verdict.raw, shown=verdict.shown, parses=verdict.parses)
+                       raw=verdict.raw, shown=verdict.shown, parses=verdict.parses,
+                       probabilities=verdict.probabilities)
 
 
 def validation_message(error: Any) -> str:
@@ -185,10 +199,11 @@ def validation_message(error: Any) -> str:
 
 
 class JudgeRequest(BaseModel):
-    """Several rows in one request (a bare row is accepted too), optionally judged in another mode."""
+    """Several rows in one request (a bare row is accepted too), optionally judged in another mode or verdict."""
 
     rows: list[JudgeRow] = Field(min_length=1, description="the rows to judge")
     mode: Mode | None = Field(None, description="listwise | pairwise | pointwise (default: the server's)")
+    verdict: VerdictKind | None = Field(None, description="sample | likelihood (default: the server's)")
 
 
 class JudgeResponse(BaseModel):
@@ -196,4 +211,5 @@ class JudgeResponse(BaseModel):
 
     model: str
     mode: Mode
+    verdict: VerdictKind
     results: list[JudgeResult]

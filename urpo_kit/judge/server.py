@@ -2,11 +2,12 @@
 
 Generation dominates the cost of a judgment, and a batch of N sequences costs far less than N single ones, so the
 server collects whatever requests arrive within a short window (or while the previous batch is generating) and
-judges them in one `Judge.judge` call on a single worker thread. The event loop only validates and queues, so slow or
-malformed clients never hold the model.
+judges them in one `Judge.judge` call per (mode, verdict) on a single worker thread. The event loop only validates
+and queues, so slow or malformed clients never hold the model.
 
 Errors are JSON `{"error": {"code": ..., "message": ...}}`: 400 malformed JSON, 401 missing or wrong bearer token,
-413 body too large, 422 invalid rows or a limit exceeded, 429 queue full, 500 the judge itself failed.
+413 body too large, 422 invalid rows, a limit exceeded or labels a likelihood verdict cannot read as one token,
+429 queue full, 500 the judge itself failed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pydantic import BaseModel, Discriminator, Tag
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from urpo_kit.config.schema import VerdictKind
 from urpo_kit.errors import UrpoError
 from urpo_kit.judge.rows import (
     JudgeRequest,
@@ -38,9 +40,11 @@ from urpo_kit.judge.rows import (
 )
 from urpo_kit.judge.settings import JudgeSettings
 from urpo_kit.recast import MAX_LETTER_LABELS
-from urpo_kit.referee import JudgeItem, Verdict
+from urpo_kit.referee import Judge, JudgeItem, Verdict
 from urpo_kit.referee.backends import Backend
 from urpo_kit.referee.judge import Mode
+
+JudgeKind = tuple[Mode, VerdictKind]  # what one judge call may hold: requests of one mode and one verdict
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class Health(BaseModel):
     status: Literal["ok"] = "ok"
     model: str
     mode: Mode
+    verdict: VerdictKind
     queued_rows: int
     batches: int
     rows_judged: int
@@ -111,7 +116,7 @@ RequestBody = Annotated[
 # --------------------------------------------------------------------------------------------- batching
 @dataclass
 class _Pending:
-    mode: Mode
+    kind: JudgeKind
     items: list[JudgeItem]
     future: asyncio.Future
 
@@ -119,7 +124,7 @@ class _Pending:
 class Batcher:
     """Queues requests from the event loop and judges them in batches on one worker thread."""
 
-    def __init__(self, judge: Callable[[Mode, list[JudgeItem]], list[Verdict]], batching: Batching,
+    def __init__(self, judge: Callable[[JudgeKind, list[JudgeItem]], list[Verdict]], batching: Batching,
                  max_queued_rows: int):
         self._judge, self.batching, self.max_queued_rows = judge, batching, max_queued_rows
         self.queued_rows = self.batches = self.rows_judged = 0
@@ -131,13 +136,13 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="urpo-judge")
         self._task = asyncio.create_task(self._run())
 
-    async def submit(self, mode: Mode, items: list[JudgeItem]) -> list[Verdict]:
+    async def submit(self, kind: JudgeKind, items: list[JudgeItem]) -> list[Verdict]:
         if self.queued_rows + len(items) > self.max_queued_rows:
             raise ApiError(429, "busy", f"{self.queued_rows} rows are waiting (limit {self.max_queued_rows}); "
                                         "retry shortly", {"Retry-After": "1"})
         future = asyncio.get_running_loop().create_future()
         self.queued_rows += len(items)
-        self._queue.put_nowait(_Pending(mode, items, future))
+        self._queue.put_nowait(_Pending(kind, items, future))
         return await future
 
     async def _run(self) -> None:
@@ -179,22 +184,22 @@ class Batcher:
         return batch
 
     def _judge_batch(self, batch: list[_Pending]) -> list[list[Verdict] | Exception]:
-        """One judge call per mode in the batch; if it fails, each request is retried alone so that one bad request
-        fails only itself."""
+        """One judge call per (mode, verdict) in the batch; if it fails, each request is retried alone so that one
+        bad request fails only itself."""
         outcomes: list[list[Verdict] | Exception] = [[] for _ in batch]
-        by_mode: dict[Mode, list[int]] = {}
+        by_kind: dict[JudgeKind, list[int]] = {}
         for i, pending in enumerate(batch):
-            by_mode.setdefault(pending.mode, []).append(i)
-        for mode, members in by_mode.items():
+            by_kind.setdefault(pending.kind, []).append(i)
+        for kind, members in by_kind.items():
             try:
-                verdicts = self._judge(mode, [item for i in members for item in batch[i].items])
+                verdicts = self._judge(kind, [item for i in members for item in batch[i].items])
             except Exception as error:  # noqa: BLE001 - reported to the clients, never lost
                 if len(members) == 1:
                     outcomes[members[0]] = error
                     continue
                 for i in members:
                     try:
-                        outcomes[i] = self._judge(mode, batch[i].items)
+                        outcomes[i] = self._judge(kind, batch[i].items)
                     except Exception as single:  # noqa: BLE001
                         outcomes[i] = single
                 continue
@@ -267,6 +272,16 @@ def check_limits(rows: Sequence[RowInput], limits: Limits, count_tokens: Callabl
                                                        f"{limits.max_response_tokens}")
 
 
+def check_readable(judge: Judge, rows: Sequence[RowInput]) -> None:
+    """Raise a 422 ApiError naming the first row whose labels (or scores) a likelihood judge cannot read as one
+    token each (e.g. label `10` of a row of 10 responses), before the request is queued with others."""
+    for i, row in enumerate(rows):
+        try:
+            judge.check(len(row.responses))
+        except UrpoError as e:
+            raise ApiError(422, "verdict_unreadable", f"row {i}: {e}") from None
+
+
 def tokenizer_counter(tokenizer: Any) -> Callable[[list[str]], list[int]]:
     """Token counts with the model's own tokenizer: the limits are in the units the model pays for."""
     return lambda texts: [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
@@ -277,19 +292,28 @@ def create_app(backend: Backend, *, model: str, settings: JudgeSettings = JudgeS
                limits: Limits = Limits(), batching: Batching = Batching(),
                count_tokens: Callable[[list[str]], list[int]] | None = None, token: str | None = None) -> FastAPI:
     """The FastAPI app around one backend. `count_tokens` defaults to the backend's tokenizer; `token`, when set,
-    is the bearer token `/v1/judge` requires."""
+    is the bearer token `/v1/judge` requires. A bad template, or a likelihood verdict whose labels or scores are not
+    one token each, raises UrpoError here, at start-up."""
     if settings.labels == "letters" and limits.max_responses > MAX_LETTER_LABELS:
         raise UrpoError(f"letter labels allow at most {MAX_LETTER_LABELS} responses; lower max_responses "
                         f"({limits.max_responses}) or use number labels")
     if count_tokens is None:
         count_tokens = tokenizer_counter(backend.tokenizer)  # type: ignore[attr-defined]
-    judges = {settings.mode: settings.judge(backend)}  # a bad template fails here, at start-up
+    judges: dict[JudgeKind, Judge] = {(settings.mode, settings.verdict): settings.judge(backend)}
 
-    def judge(mode: Mode, items: list[JudgeItem]) -> list[Verdict]:
-        if mode not in judges:
-            judges[mode] = settings.judge(backend, mode)
+    def judge_for(kind: JudgeKind) -> Judge:
+        """The judge of a request's mode and verdict, built on first use (on the event loop, so that a likelihood
+        judge the backend or tokenizer cannot serve is a 422 for that request, not a failed batch)."""
+        if kind not in judges:
+            try:
+                judges[kind] = settings.judge(backend, kind[0], verdict=kind[1])
+            except UrpoError as e:
+                raise ApiError(422, "verdict_unreadable", str(e)) from None
+        return judges[kind]
+
+    def judge(kind: JudgeKind, items: list[JudgeItem]) -> list[Verdict]:
         settings.seed_batch([item.key for item in items])
-        return judges[mode].judge(items)
+        return judges[kind].judge(items)
 
     batcher = Batcher(judge, batching, limits.max_queued_rows)
 
@@ -344,20 +368,25 @@ def create_app(backend: Backend, *, model: str, settings: JudgeSettings = JudgeS
     @app.post("/v1/judge", response_model=JudgeResponse, responses=errors, dependencies=[Depends(authorize)])
     async def judge_rows(body: Annotated[RequestBody, Body()]) -> JudgeResponse:
         """Judge one row or `{"rows": [...]}`; rows from concurrent requests share generation batches."""
-        rows = body.rows if isinstance(body, JudgeRequest) else [body]
-        mode = (body.mode if isinstance(body, JudgeRequest) else None) or settings.mode
+        batch = body if isinstance(body, JudgeRequest) else None
+        rows = batch.rows if batch else [body]
+        kind = (batch.mode if batch and batch.mode else settings.mode,
+                batch.verdict if batch and batch.verdict else settings.verdict)
         inputs = [row.input for row in rows]
         check_limits(inputs, limits, count_tokens)
-        verdicts = await batcher.submit(mode, [judge_item(x, row_key(x)) for x in inputs])
-        return JudgeResponse(model=model, mode=mode,
-                             results=[to_result(x, v, row.id) for x, v, row in zip(inputs, verdicts, rows)])
+        judge = judge_for(kind)
+        if judge.verdict == "likelihood":
+            check_readable(judge, inputs)
+        verdicts = await batcher.submit(kind, [judge_item(x, row_key(x)) for x in inputs])
+        return JudgeResponse(model=model, mode=kind[0], verdict=kind[1],
+                             results=[to_result(x, v, kind[1], row.id) for x, v, row in zip(inputs, verdicts, rows)])
 
     @app.get("/health", response_model=Health)
     async def health() -> Health:
         """Liveness and batching statistics; needs no token."""
         mean = batcher.rows_judged / batcher.batches if batcher.batches else 0.0
-        return Health(model=model, mode=settings.mode, queued_rows=batcher.queued_rows, batches=batcher.batches,
-                      rows_judged=batcher.rows_judged, mean_batch_rows=round(mean, 3))
+        return Health(model=model, mode=settings.mode, verdict=settings.verdict, queued_rows=batcher.queued_rows,
+                      batches=batcher.batches, rows_judged=batcher.rows_judged, mean_batch_rows=round(mean, 3))
 
     return app
 

@@ -8,7 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from urpo_kit.config.schema import ModelSpec, RefereePrompt
+from pydantic import ValidationError
+
+from urpo_kit.config.schema import ModelSpec, RefereePrompt, VerdictKind
+from urpo_kit.errors import UrpoError
+from urpo_kit.judge.rows import validation_message
 from urpo_kit.recast import stable_seed
 from urpo_kit.referee import HFBackend, Judge, SamplingParams
 from urpo_kit.referee.backends import Backend
@@ -19,8 +23,9 @@ DEFAULT_SAMPLING = SamplingParams(temperature=0.0, max_new_tokens=128)  # greedy
 
 @dataclass(frozen=True)
 class JudgeSettings:
-    """Mode, debiasing, samples, sampling, template, labels and seed; `template` is looked up from the working
-    directory first, then among the built-in templates (e.g. `referee/rank.j2`)."""
+    """Mode, debiasing, samples, sampling, template, labels, prefill, verdict (sample or likelihood), pointwise
+    scale and seed; `template` is looked up from the working directory first, then among the built-in templates
+    (e.g. `referee/rank.j2`)."""
 
     mode: Mode = "listwise"
     debias: Debias = "shuffle"
@@ -29,19 +34,32 @@ class JudgeSettings:
     template: Path | None = None
     labels: Literal["numbers", "letters"] = "numbers"
     prefill: str | None = None
+    verdict: VerdictKind = "sample"
+    scale: tuple[int, int] = (1, 10)
     seed: int = 0
 
-    def judge(self, backend: Backend, mode: Mode | None = None) -> Judge:
-        """A Judge with these settings (in `mode` instead of `self.mode` when given)."""
-        spec = RefereePrompt(template=self.template, labels=self.labels, prefill=self.prefill)
-        return Judge(backend, mode=mode or self.mode, debias=self.debias, samples=self.samples,
-                     sampling=self.sampling, spec=spec, base_dir=Path.cwd(), seed=self.seed)
+    def judge(self, backend: Backend, mode: Mode | None = None, *, verdict: VerdictKind | None = None,
+              responses: int = 2) -> Judge:
+        """A Judge with these settings (in `mode` or `verdict` instead of the settings' when given). A likelihood
+        judge is checked here for rows of up to `responses` responses, so that a label or score that is not one
+        token fails (UrpoError) before any row is judged rather than in the middle of a run."""
+        try:
+            spec = RefereePrompt(template=self.template, labels=self.labels, prefill=self.prefill,
+                                 verdict=verdict or self.verdict, scale=self.scale)
+        except ValidationError as e:
+            raise UrpoError(f"referee settings: {validation_message(e)}") from None
+        judge = Judge(backend, mode=mode or self.mode, debias=self.debias, samples=self.samples,
+                      sampling=self.sampling, spec=spec, base_dir=Path.cwd(), seed=self.seed)
+        if judge.verdict == "likelihood":
+            judge.check(responses)
+        return judge
 
     def fingerprint(self, judge: Judge, model: str) -> dict[str, Any]:
         """Everything that decides a row's judgment, with the template's content rather than its name, so that
         editing a template or switching model re-judges rows in a resumed run."""
         template = Path(judge.renderer.template.filename).read_bytes()  # type: ignore[attr-defined]
-        values = dataclasses.asdict(self) | {"mode": judge.mode, "template": hashlib.sha256(template).hexdigest()}
+        values = dataclasses.asdict(self) | {"mode": judge.mode, "verdict": judge.verdict,
+                                             "template": hashlib.sha256(template).hexdigest()}
         return values | {"model": model}
 
     def seed_batch(self, keys: list[str]) -> None:
