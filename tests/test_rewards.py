@@ -433,3 +433,12 @@ def test_combine_length_penalty(n_tokens: int | None, length: float) -> None:
     assert parts["length"] == pytest.approx(length)
     assert total == pytest.approx(1.0 + length)
     assert total == pytest.approx(sum(parts.values()))
+
+
+def test_a_verdict_first_reply_is_read_on_its_first_line():
+    from urpo_kit.rewards import parse_verdict
+
+    rambling = "2] > [1]\nThe answer [1] > [2] is wrong, Ranking: [1] > [2]"
+    assert parse_verdict(rambling, ["1", "2"], "Ranking: [") == [1, 0]
+    assert parse_verdict(rambling, ["1", "2"]) == [0, 1]  # no prefill: the last ranking counts
+    assert parse_verdict("best label] > ...\nRanking: [2] > [1]", ["1", "2"], "Ranking: [") == [1, 0]  # fallback

@@ -41,7 +41,7 @@ DEFAULT_REFEREE_TEMPLATES = {
 VERDICT_PREFILLS = {
     "listwise": "Ranking: [",
     "pairwise": "Ranking: [",
-    "pointwise": "Score:",
+    "pointwise": "Score: ",
 }
 
 

@@ -39,7 +39,7 @@ from urpo_kit.config.schema import RefereePrompt
 from urpo_kit.errors import UrpoError
 from urpo_kit.recast import RefereeRenderer, RefereeView, Templates, stable_seed
 from urpo_kit.referee.backends import Backend, SamplingParams, chat_prompt, single_token_ids
-from urpo_kit.rewards import parse_ranking, parse_score, rank_to_rewards
+from urpo_kit.rewards import parse_score, parse_verdict, rank_to_rewards
 
 Mode = Literal["listwise", "pairwise", "pointwise"]
 Debias = Literal["none", "shuffle", "both_orders"]
@@ -148,8 +148,10 @@ class Judge:
             probe = self.renderer.render_order("?", ["?"] * n, list(range(n)))
             found = single_token_ids(tokenizer, chat_prompt(tokenizer, probe.messages), self._values(probe))
             if isinstance(found, str):
-                raise UrpoError(f"{self.template_file}: {found}; choose labels or a scale whose values are single "
-                                "tokens, or use verdict: sample")
+                hint = "a scale whose scores are single tokens (e.g. scale: [1, 9])" if self.mode == "pointwise" \
+                    else "labels that are single tokens (at most 9 numbers, or letters)"
+                raise UrpoError(f"{self.template_file}: {found}; use {hint}, a prefill that ends where the "
+                                "verdict starts, or verdict: sample")
             self._token_ids[n] = found
         return self._token_ids[n]
 
@@ -211,7 +213,7 @@ class Judge:
 
         parses: list[list[int] | None] = []   # rankings over original candidate indices
         for r, text in judged:
-            found = parse_ranking(text, r.view.labels)
+            found = parse_verdict(text[len(r.view.prefill):], r.view.labels, r.view.prefill)
             parses.append(None if found is None else [r.unit[j] for j in r.view.to_original(found)])
         rankings = [(r, p) for (r, _), p in zip(judged, parses) if p is not None]
         agreement = self._agreement(rankings) if self.debias == "both_orders" else None

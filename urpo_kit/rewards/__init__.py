@@ -8,6 +8,7 @@ from urpo_kit.rewards.ranking import (
     parse_choice,
     parse_ranking,
     parse_score,
+    parse_verdict,
     rank_to_rewards,
     score_ranking,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "parse_number",
     "parse_ranking",
     "parse_score",
+    "parse_verdict",
     "rank_to_rewards",
     "resolve_callable",
     "score_ranking",

@@ -124,6 +124,20 @@ def parse_ranking(text: str, labels: Sequence[str]) -> list[int] | None:
     return idx + [i for i in range(len(labels)) if i not in idx]
 
 
+def parse_verdict(reply: str, labels: Sequence[str], prefill: str = "") -> list[int] | None:
+    """The ranking a referee reply gives, read where the reply puts it. With a prefill (a verdict-first reply such as
+    `Ranking: [` + `2] > [1]`), the verdict is the reply's first line, whatever the model writes after it (a small
+    model sampled at temperature 1 often rambles on, and may write other label sequences); a first line without a
+    ranking falls back to the whole reply. Without a prefill, the last ranking of the reply counts (`parse_ranking`).
+    """
+    text = prefill + reply
+    if prefill:
+        first = parse_ranking(text.split("\n", 1)[0], labels)
+        if first is not None:
+            return first
+    return parse_ranking(text, labels)
+
+
 def parse_choice(text: str, labels: Sequence[str] = ("1", "2")) -> int | None:
     """Index of the label a pairwise (or pick-one) verdict chose: a lone label, or the top of a full ranking."""
     labels = tuple(str(label).strip() for label in labels)

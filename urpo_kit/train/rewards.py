@@ -19,7 +19,7 @@ from typing import Any
 
 from urpo_kit.config.schema import OpenEndedTask, PreferenceTask, TaskSpec, VerifiableTask
 from urpo_kit.referee import JudgeItem
-from urpo_kit.rewards import combine, extract_answer, get_verifier, parse_ranking, score_ranking
+from urpo_kit.rewards import combine, extract_answer, get_verifier, parse_verdict, score_ranking
 from urpo_kit.train.metrics import LogMetric, group_stats, name, spearman
 from urpo_kit.train.self_referee import SelfReferee
 
@@ -142,7 +142,7 @@ class PreferenceReward(KindReward):
         for r in rows:
             spec = self.tasks[r.task]
             assert isinstance(spec, PreferenceTask)
-            ranking = parse_ranking(r.meta.get("prefill", "") + r.text, r.meta["labels"])
+            ranking = parse_verdict(r.text, r.meta["labels"], r.meta.get("prefill", ""))
             rewards[r.index], _ = combine(score_ranking(ranking, r.gold, spec.score), ranking is not None,
                                           r.n_tokens, spec.reward)
             log(name(r.task, "referee", "accuracy"), score_ranking(ranking, r.gold, "exact"))
