@@ -77,8 +77,8 @@ def test_cli_judge_likelihood_pointwise_expected_scores(tmp_path):
 
 @pytest.mark.parametrize(("args", "rows", "named"), [
     (["--mode", "listwise"], [{"prompt": "q", "responses": [str(i) for i in range(10)]}], ["rank.j2", "`10`"]),
-    (["--mode", "pointwise"], ROWS, ["score.j2", "`1`"]),                     # `Score:` + ` 1`: two characters
-    (["--mode", "pointwise", "--prefill", "Score: "], ROWS, ["score.j2", "`10`"]),  # the default scale 1-10
+    (["--mode", "pointwise", "--prefill", "Score:"], ROWS, ["score.j2", "`1`"]),  # `Score:` + ` 1`: two characters
+    (["--mode", "pointwise"], ROWS, ["score.j2", "`10`"]),  # the default prefill `Score: `, the default scale 1-10
 ])
 def test_cli_judge_refuses_multi_token_labels_before_judging(tmp_path, args, rows, named):
     source = write_rows(tmp_path / "in.jsonl", rows)

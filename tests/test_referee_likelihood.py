@@ -116,3 +116,24 @@ def test_a_multi_token_score_or_label_is_refused_at_start_up():
         judge(by_value(), mode="listwise").check(10)  # labels 1..10
     assert judge(by_value(), mode="listwise").check(9) == [tiny_tokenizer().convert_tokens_to_ids(str(i))
                                                             for i in range(1, 10)]
+
+
+def test_a_remembering_backend_reads_likelihoods_from_its_last_generation_without_another_pass():
+    from urpo_kit.models import tiny_model
+    from urpo_kit.referee import SamplingParams
+
+    model, tok = tiny_model()
+    prompts = [[{"role": "user", "content": f"Is {n} big?"}, {"role": "assistant", "content": "Ranking: ["}]
+               for n in (1, 22, 333)]
+    ids = [[tok.convert_tokens_to_ids("1"), tok.convert_tokens_to_ids("2")]] * 3
+    fresh = HFBackend(model, tok, batch_size=2).next_token_logprobs(prompts, ids)
+    remembering = HFBackend(model, tok, batch_size=2, remember_next_token=True)
+    remembering.generate(prompts, SamplingParams(temperature=0.0, max_new_tokens=2))
+    calls = []
+    handle = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        again = remembering.next_token_logprobs(prompts, ids)
+    finally:
+        handle.remove()
+    assert calls == []  # no forward pass: read from the generation's first step
+    assert again == [pytest.approx(f, abs=1e-4) for f in fresh]

@@ -311,3 +311,16 @@ def test_likelihood_self_referee_is_refused_with_vllm_before_any_model_loads():
     recipe.generation.backend = "vllm_server"
     with pytest.raises(UrpoError, match="generation.backend: hf"):
         SelfReferee([spec], recipe)
+
+
+def test_position_balance_pushes_back_against_the_position_a_referee_overuses():
+    spec, [ep] = episodes("pairs-synthetic.yaml", 1, ["position_balance=1.0", "reward.format=0"])
+    labels = ep.meta["labels"]
+    first, second = f"{labels[0]}] > [{labels[1]}]", f"{labels[1]}] > [{labels[0]}]"
+    rewards = PreferenceReward({spec.name: spec})(**trl_batch([(ep, [first, first, first, second])]))
+    correct_first = ep.gold[0] == 0
+    # 3 of 4 picks at position 0: picking it earns no bonus, picking position 1 gains 0.5 - 0.25
+    assert rewards[0] == pytest.approx(float(correct_first))
+    assert rewards[3] == pytest.approx(float(not correct_first) + 0.25)
+    balanced = PreferenceReward({spec.name: spec})(**trl_batch([(ep, [first, second])]))
+    assert balanced == pytest.approx([float(correct_first), float(not correct_first)])  # no term when balanced

@@ -244,7 +244,8 @@ def evaluate_suite(suite: EvalSuite, model: Any, tokenizer: Any, workdir: Path, 
     workdir.mkdir(parents=True, exist_ok=True)
     result = SuiteResult(suite, model_info(model), started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     start = time.perf_counter()
-    backend = HFBackend(model, tokenizer, batch_size=suite.batch_size)
+    # the model is fixed for the whole suite: a likelihood benchmark on prompts a sampled one judged re-reads them
+    backend = HFBackend(model, tokenizer, batch_size=suite.batch_size, remember_next_token=True)
     for bench, name in zip(suite.player, names["player"]):
         metrics, detail = _player(bench, name, suite, model, tokenizer, workdir)
         result.metrics.update({f"player/{name}/{k}": v for k, v in metrics.items()})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Protocol, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Protocol, Sequence
 
 from urpo_kit.errors import UrpoError
 
@@ -81,76 +81,80 @@ def single_token_ids(tokenizer: Any, prompt_text: str, values: Sequence[str]) ->
 
 
 class HFBackend:
-    """Batched `model.generate` with left padding. `unwrap` yields the generation-ready model (TRL's unwrap helper
-    under DDP/ZeRO-3); by default the model itself is used."""
+    """Batched `model.generate` (and next-token reads) with left padding. `unwrap` yields the generation-ready model
+    (TRL's unwrap helper under DDP/ZeRO-3); by default the model itself is used.
+
+    `remember_next_token`: keep the next-token log-probabilities of every prompt `generate` was given (they come
+    with the generation's first step), so that `next_token_logprobs` on the same prompts costs nothing. The held-out
+    evaluation judges the same referee prompts as sampled text and as likelihood verdicts; with this, both readings
+    come from one forward pass. Only for a model whose weights do not change while the backend lives."""
 
     def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 16,
                  unwrap: Callable[[], ContextManager[Any]] | None = None,
-                 progress: Callable[[int], None] | None = None):
+                 progress: Callable[[int], None] | None = None, remember_next_token: bool = False):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.unwrap = unwrap or (lambda: contextlib.nullcontext(self.model))
         self.progress = progress
+        self.remembered: dict[str, Any] | None = {} if remember_next_token else None
+
+    def _batches(self, texts: Sequence[str]) -> Iterator[tuple[Any, list[int], dict[str, Any]]]:
+        """(model, indices, tokenized batch) per `batch_size` texts, longest first (less padding; callers put results
+        back in order), under no_grad in eval mode; the model's mode is restored and progress reported."""
+        import torch
+
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        tok = self.tokenizer
+        tok.padding_side = "left"
+        with self.unwrap() as model, torch.no_grad():
+            was_training = model.training
+            model.eval()
+            try:
+                for start in range(0, len(order), self.batch_size):
+                    idx = order[start:start + self.batch_size]
+                    batch = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+                    yield model, idx, {k: v.to(model.device) for k, v in batch.items()}
+                    if self.progress:
+                        self.progress(len(idx))
+            finally:
+                model.train(was_training)
 
     def next_token_logprobs(self, prompts: Sequence[Messages], token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
-        """One batched forward pass per `batch_size` prompts, logits of the last position only; left padding with
-        position ids counted from each prompt's first real token, so a padded prompt reads as it would alone."""
-        import torch
-
+        """One forward pass per batch, logits of the last position only; position ids count from each prompt's
+        first real token, so a left-padded prompt reads as it would alone."""
         texts = [chat_prompt(self.tokenizer, m) for m in prompts]
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        out: list[list[float]] = [[] for _ in texts]
-        tok = self.tokenizer
-        tok.padding_side = "left"
-        with self.unwrap() as model, torch.no_grad():
-            was_training = model.training
-            model.eval()
-            try:
-                for start in range(0, len(order), self.batch_size):
-                    idx = order[start:start + self.batch_size]
-                    batch = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
-                    batch = {k: v.to(model.device) for k, v in batch.items()}
-                    positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-                    logits = model(**batch, position_ids=positions, logits_to_keep=1, use_cache=False).logits
-                    logprobs = logits[:, -1, :].float().log_softmax(-1)
-                    for row, i in enumerate(idx):
-                        out[i] = logprobs[row, list(token_ids[i])].tolist()
-                    if self.progress:
-                        self.progress(len(idx))
-            finally:
-                model.train(was_training)
-        return out
+        known = self.remembered or {}
+        missing = [i for i, t in enumerate(texts) if t not in known]
+        if self.progress and len(missing) < len(texts):
+            self.progress(len(texts) - len(missing))  # read from the last generation
+        read = dict(known)
+        for model, idx, batch in self._batches([texts[i] for i in missing]):
+            positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+            logits = model(**batch, position_ids=positions, logits_to_keep=1, use_cache=False).logits
+            for row, logprobs in zip(idx, logits[:, -1, :].float().log_softmax(-1)):
+                read[texts[missing[row]]] = logprobs
+        return [read[t][list(ids)].tolist() for t, ids in zip(texts, token_ids)]
 
     def generate(self, prompts: Sequence[Messages], sampling: SamplingParams) -> list[str]:
-        import torch
-
         texts = [chat_prompt(self.tokenizer, m) for m in prompts]
-        # longest first: less padding per batch; results are put back in the caller's order
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         out: list[str] = [""] * len(texts)
         tok = self.tokenizer
-        tok.padding_side = "left"
-        with self.unwrap() as model, torch.no_grad():
-            was_training = model.training
-            model.eval()
-            try:
-                for start in range(0, len(order), self.batch_size):
-                    idx = order[start:start + self.batch_size]
-                    batch = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
-                    batch = {k: v.to(model.device) for k, v in batch.items()}
-                    kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "use_cache": True,
-                                              "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id}
-                    if sampling.temperature > 0:
-                        kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
-                    else:
-                        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-                    generated = model.generate(**batch, **kwargs)
-                    completions = generated[:, batch["input_ids"].shape[1]:]
-                    for i, text in zip(idx, tok.batch_decode(completions, skip_special_tokens=True)):
-                        out[i] = text.strip()
-                    if self.progress:
-                        self.progress(len(idx))
-            finally:
-                model.train(was_training)
+        remember = self.remembered is not None
+        for model, idx, batch in self._batches(texts):
+            kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "use_cache": True,
+                                      "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id,
+                                      "output_logits": remember, "return_dict_in_generate": remember}
+            if sampling.temperature > 0:
+                kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+            else:
+                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            generated = model.generate(**batch, **kwargs)
+            if remember:  # the first step's raw logits: the next-token distribution after each prompt
+                for i, logprobs in zip(idx, generated.logits[0].float().log_softmax(-1)):
+                    self.remembered[texts[i]] = logprobs  # type: ignore[index]
+                generated = generated.sequences
+            completions = generated[:, batch["input_ids"].shape[1]:]
+            for i, text in zip(idx, tok.batch_decode(completions, skip_special_tokens=True)):
+                out[i] = text.strip()
         return out
 
 

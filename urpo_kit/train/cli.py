@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -9,7 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+# wide enough for the held-out table's metric names and intervals when the output is a file or a CI log
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def heldout_table(heldout: dict[int, dict[str, float]], run_dir: Path | None = None) -> Table | None:

@@ -138,19 +138,33 @@ class PreferenceReward(KindReward):
     kind = "preference"
 
     def score(self, rows: list[Row], log: LogMetric) -> dict[int, float]:
+        rankings = {r.index: parse_verdict(r.text, r.meta["labels"], r.meta.get("prefill", "")) for r in rows}
+        balance = self.position_shares(rows, rankings)
         rewards = {}
         for r in rows:
             spec = self.tasks[r.task]
             assert isinstance(spec, PreferenceTask)
-            ranking = parse_verdict(r.text, r.meta["labels"], r.meta.get("prefill", ""))
+            ranking = rankings[r.index]
             rewards[r.index], _ = combine(score_ranking(ranking, r.gold, spec.score), ranking is not None,
                                           r.n_tokens, spec.reward)
+            if ranking is not None and spec.position_balance:  # a bonus only: a parsed pick stays above no verdict
+                rewards[r.index] += spec.position_balance * max(0.0, 1 / len(ranking) - balance[r.task][ranking[0]])
             log(name(r.task, "referee", "accuracy"), score_ranking(ranking, r.gold, "exact"))
             log(name(r.task, "referee", "parse_rate"), float(ranking is not None))
             if ranking is not None:  # position bias: how often the candidate shown first is ranked best
                 log(name(r.task, "referee", "first_shown_best_rate"), float(ranking[0] == 0))
         self.emit_common(log, "referee", rows, rewards)
         return rewards
+
+    @staticmethod
+    def position_shares(rows: Sequence[Row], rankings: dict[int, list[int] | None]) -> dict[str, list[float]]:
+        """Per task, the share of this batch's parsed judgments whose top pick is at each shown position."""
+        counts: dict[str, list[int]] = {}
+        for r in rows:
+            ranking = rankings[r.index]
+            if ranking is not None:
+                counts.setdefault(r.task, [0] * len(ranking))[ranking[0]] += 1
+        return {task: [c / sum(per) for c in per] for task, per in counts.items()}
 
 
 class OpenEndedReward(KindReward):
