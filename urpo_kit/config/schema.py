@@ -199,9 +199,9 @@ class PreferenceTask(TaskBase):
     position_balance: float = Field(
         0.0, ge=0.0, description="training only: a judgment whose top pick sits at shown position j gains "
         "weight x max(0, 1/N - f_j), f_j being the share of this step's judgments of the task that picked position "
-        "j. With shuffled candidates the best one is equally likely at every position, so a referee that favours a "
-        "position is pushed back towards content; no bonus when picks are balanced, and a parsed pick never scores "
-        "below an unparsed one. GRPO alone sharpens a small model's pull towards the first label instead")
+        "j. With shuffled candidates the best one is equally likely at every position, so this rewards a referee "
+        "for leaving a position it overuses; no bonus when picks are balanced, and a parsed pick never scores "
+        "below an unparsed one")
 
 
 class OpenEndedTask(TaskBase):
