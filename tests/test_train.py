@@ -221,7 +221,7 @@ def test_bundled_smollm2_trains_one_step_on_the_offline_tasks(tmp_path: Path):
     recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", [
         "grpo.steps=1", "grpo.prompts_per_step=3", "grpo.group_size=2", "grpo.per_device_batch_size=2", "eval.every=0",
         "roles.player.max_new_tokens=8", "roles.referee.max_new_tokens=8", f"output_dir={tmp_path / 'run'}",
-        f"tasks.2.overrides={json.dumps(short)}"])
+        f"tasks.2.overrides={json.dumps(short)}", "tasks.2.weight=0.45"])  # one prompt of each task in 3
     result = train(recipe, progress=False)
     assert result.steps == 1
     [record] = train_records(tmp_path / "run")
