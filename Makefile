@@ -35,4 +35,4 @@ quickstart: setup
 # Benchmarks that print figures (ratios within one run): training step, referee modes.
 bench: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) scripts/bench_train.py
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) scripts/bench_judge.py
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) scripts/bench_judge.py --prompts 8 --pairs 60 --prefill --max-new-tokens 16 --answer-tokens 64

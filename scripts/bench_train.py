@@ -2,7 +2,8 @@
 task), with the recipe's model, LoRA, dtype and sampling:
 
 1. plain    - GRPO with only a verifier reward (the answers are checked against the gold);
-2. urpo     - the same prompts treated as open-ended: the policy model itself ranks its G answers (self-referee);
+2. urpo     - the same prompts treated as open-ended: the policy model itself ranks its G answers (self-referee,
+               as the shipped open-ended task configures it: likelihood verdicts, both orders);
 3. two-model - the same judging done by a separate second copy of the model, held in memory for the run (the
                pipeline URPO replaces: a policy plus a distinct judge or reward model).
 
