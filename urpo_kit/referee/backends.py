@@ -84,8 +84,9 @@ class HFBackend:
     """Batched `model.generate` (and next-token reads) with left padding. `unwrap` yields the generation-ready model
     (TRL's unwrap helper under DDP/ZeRO-3); by default the model itself is used.
 
-    `remember_next_token`: keep the next-token log-probabilities of every prompt `generate` was given (they come
-    with the generation's first step), so that `next_token_logprobs` on the same prompts costs nothing. The held-out
+    `remember_next_token`: keep the next-token log-probabilities of the prompts of the last `generate` call (they
+    come with the generation's first step), so that `next_token_logprobs` on the same prompts costs nothing; only the
+    last call's are kept, so memory stays bounded by one call (prompts x vocabulary floats). The held-out
     evaluation judges the same referee prompts as sampled text and as likelihood verdicts; with this, both readings
     come from one forward pass. Only for a model whose weights do not change while the backend lives."""
 
@@ -126,19 +127,21 @@ class HFBackend:
         missing = [i for i, t in enumerate(texts) if t not in known]
         if self.progress and len(missing) < len(texts):
             self.progress(len(texts) - len(missing))  # read from the last generation
-        read = dict(known)
+        read: dict[str, Any] = {}
         for model, idx, batch in self._batches([texts[i] for i in missing]):
             positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
             logits = model(**batch, position_ids=positions, logits_to_keep=1, use_cache=False).logits
             for row, logprobs in zip(idx, logits[:, -1, :].float().log_softmax(-1)):
                 read[texts[missing[row]]] = logprobs
-        return [read[t][list(ids)].tolist() for t, ids in zip(texts, token_ids)]
+        return [(read[t] if t in read else known[t])[list(ids)].tolist() for t, ids in zip(texts, token_ids)]
 
     def generate(self, prompts: Sequence[Messages], sampling: SamplingParams) -> list[str]:
         texts = [chat_prompt(self.tokenizer, m) for m in prompts]
         out: list[str] = [""] * len(texts)
         tok = self.tokenizer
         remember = self.remembered is not None
+        if remember:
+            self.remembered = {}
         for model, idx, batch in self._batches(texts):
             kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "use_cache": True,
                                       "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id,
