@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from urpo_kit.eval.bench import lm_eval_agreement
+from lm_eval_agreement import lm_eval_agreement
 from urpo_kit.models import load_model, load_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent

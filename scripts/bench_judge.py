@@ -39,13 +39,12 @@ from rich.progress import Progress
 from rich.table import Table
 
 from urpo_kit.compiler import prepare_task
-from urpo_kit.config.schema import VerdictKind
+from urpo_kit.config.schema import Mode, VerdictKind
 from urpo_kit.judge.batch import reporting
 from urpo_kit.judge.rows import JudgeRow, RowInput, gold_credit, judge_item, row_key, to_result
 from urpo_kit.judge.settings import JudgeSettings, load_backend
 from urpo_kit.recast import VERDICT_PREFILLS
 from urpo_kit.referee import HFBackend, SamplingParams, Verdict
-from urpo_kit.referee.judge import Mode
 from urpo_kit.sources.files import iter_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,13 +70,13 @@ def answer_groups(backend: HFBackend, path: Path, prompts: int, group: int, samp
     import torch
 
     task = prepare_task(ROOT / "tasks" / "instructions-offline.yaml", limit=prompts)
-    episodes = [task.renderer.episode(row, row_number=n) for row, n in zip(task.rows.rows, task.rows.row_numbers)]
+    episodes = [task.task.episode(row, row_number=n) for row, n in zip(task.rows.rows, task.rows.row_numbers)]
     torch.manual_seed(seed)
     start = time.perf_counter()
     with progress(backend, "answers", len(episodes) * group):
         texts = backend.generate([e.messages for e in episodes for _ in range(group)], sampling)
     console.print(f"generated {len(texts)} answers in {time.perf_counter() - start:.0f} s")
-    groups = [RowInput(e.meta["instruction"], texts[i * group:(i + 1) * group]) for i, e in enumerate(episodes)]
+    groups = [RowInput(e.payload.instruction, texts[i * group:(i + 1) * group]) for i, e in enumerate(episodes)]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps({"prompt": g.prompt, "responses": g.responses}) + "\n" for g in groups))
     return groups

@@ -42,10 +42,10 @@ from transformers import TrainerCallback
 from urpo_kit.compiler import prepare_task
 from urpo_kit.config.loader import load_recipe
 from urpo_kit.config.schema import Recipe
-from urpo_kit.recast import Episode
+from urpo_kit.kinds import Episode, OpenEndedEpisode
 from urpo_kit.referee import HFBackend
 from urpo_kit.train.layout import batch_layout
-from urpo_kit.train.rewards import OpenEndedReward, VerifiableReward
+from urpo_kit.train.rewards import KindReward
 from urpo_kit.train.self_referee import SelfReferee
 from urpo_kit.train.trainer import make_trainer
 
@@ -141,12 +141,12 @@ def datasets(recipe: Recipe, n: int):
 
     arithmetic = prepare_task(ROOT / "tasks" / "arithmetic.yaml", limit=n)
     open_ended = prepare_task(ROOT / "tasks" / "instructions-offline.yaml", limit=1)
-    verifiable = [arithmetic.renderer.episode(row, row_number=num, position=i)
+    verifiable = [arithmetic.task.episode(row, row_number=num, position=i)
                   for i, (row, num) in enumerate(zip(arithmetic.rows.rows, arithmetic.rows.row_numbers))]
-    judged = [Episode(open_ended.name, "open_ended", ep.messages, None,
-                      {**ep.meta, "instruction": ep.messages[-1]["content"]}) for ep in verifiable]
-    return (arithmetic.spec, Dataset.from_list([e.to_record() for e in verifiable]),
-            open_ended.spec, Dataset.from_list([e.to_record() for e in judged]))
+    judged = [Episode(open_ended.name, ep.messages, OpenEndedEpisode(ep.messages[-1]["content"]), ep.row,
+                      ep.position) for ep in verifiable]
+    return (arithmetic.task, Dataset.from_list([e.to_record() for e in verifiable]),
+            open_ended.task, Dataset.from_list([e.to_record() for e in judged]))
 
 
 def run_phase(name: str, recipe: Recipe, steps: int, build: Callable[[], tuple[Any, Any, Any]]) -> Phase:
@@ -168,7 +168,7 @@ def run_phase(name: str, recipe: Recipe, steps: int, build: Callable[[], tuple[A
         state = state_bytes(trainer.model, *judge_model, optimizer=trainer.optimizer)
         del trainer, extra, referee, rewards, judge_model
     step_times = [log["step_time"] for log in timer.logs]
-    judge = [log.get("self_referee/time_s", 0.0) for log in timer.logs]
+    judge = [sum(v for k, v in log.items() if k.endswith("/referee/time_s")) for log in timer.logs]
     later = slice(1, None) if len(step_times) > 1 else slice(None)
     return Phase(name, statistics.median(step_times[later]), statistics.median(judge[later]),
                  memory.peak / 2**30, base / 2**30, state / 2**30, step_times)
@@ -184,21 +184,21 @@ def main() -> None:
 
     recipe = load_recipe(args.recipe, args.overrides)
     n = recipe.grpo.prompts_per_step * args.steps
-    arith_spec, plain_data, open_spec, judged_data = datasets(recipe, n)
+    arithmetic, plain_data, open_ended, judged_data = datasets(recipe, n)
 
     def plain():
-        return plain_data, [VerifiableReward({arith_spec.name: arith_spec})], None, None
+        return plain_data, [KindReward("verifiable", [arithmetic])], None, None
 
     def urpo():
-        referee = SelfReferee([open_spec], recipe)
-        return judged_data, [OpenEndedReward({open_spec.name: open_spec}, referee)], referee, None
+        referee = SelfReferee([open_ended], recipe)
+        return judged_data, [KindReward("open_ended", [open_ended])], referee, None
 
     def two_model():
         from urpo_kit.models import load_model, load_tokenizer
 
-        referee = SelfReferee([open_spec], recipe)
+        referee = SelfReferee([open_ended], recipe)
         judge = HFBackend(load_model(recipe.model), load_tokenizer(recipe.model))
-        return judged_data, [OpenEndedReward({open_spec.name: open_spec}, referee)], referee, judge
+        return judged_data, [KindReward("open_ended", [open_ended])], referee, judge
 
     phases = [run_phase("plain", recipe, args.steps, plain), run_phase("urpo", recipe, args.steps, urpo),
               run_phase("two-model", recipe, args.steps, two_model)]

@@ -18,7 +18,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from urpo_kit.judge.loadtest import LoadResult, run_load, running
+from serve_load import LoadResult, run_load, running
 from urpo_kit.judge.server import Batching, create_app
 from urpo_kit.judge.settings import JudgeSettings, load_backend
 from urpo_kit.referee import SamplingParams

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 
 from urpo_kit.cli import app
 from urpo_kit.compiler import prepare_task
-from urpo_kit.config import load_task
+from urpo_kit.kinds import load_task
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = sorted((ROOT / "tasks").glob("*.yaml"))
@@ -271,10 +272,10 @@ def test_render_shows_prompts_and_gold() -> None:
     shown = flat(result.output)
     prepared = prepare_task(path, limit=3)
     for row, number in zip(prepared.rows.rows, prepared.rows.row_numbers):
-        ep = prepared.renderer.episode(row, row_number=number)
+        ep = prepared.task.episode(row, row_number=number)
         for message in ep.messages:
             assert " ".join(message["content"].split()) in shown
-        assert f"gold {ep.gold}" in shown
+        assert f"gold {ep.payload.gold}" in shown
 
 
 def test_render_preference_shows_the_gold_as_labels() -> None:
@@ -285,8 +286,8 @@ def test_render_preference_shows_the_gold_as_labels() -> None:
     golds = re.findall(r"gold (Ranking: .+?)\s*│", result.output)
     expected = []
     for row, number in zip(prepared.rows.rows, prepared.rows.row_numbers):
-        ep = prepared.renderer.episode(row, row_number=number, seed=5)
-        expected.append("Ranking: " + " > ".join(f"[{ep.meta['labels'][i]}]" for i in ep.gold))
+        ep = prepared.task.episode(row, row_number=number, seed=5)
+        expected.append("Ranking: " + " > ".join(f"[{ep.payload.labels[i]}]" for i in ep.payload.gold))
     assert golds == expected
 
 
@@ -367,3 +368,63 @@ def test_heldout_table_gives_intervals_and_the_paired_change(tmp_path: Path) -> 
                      + re.escape(str(change)), text), text
     assert str(change) not in shown(None) and "+0.250" in shown(None)
     assert heldout_table({}, tmp_path) is None
+
+
+# ------------------------------------------------------------------------------------------------ validate depth
+def test_validate_reads_every_row_and_names_a_malformed_one(tmp_path: Path) -> None:
+    """Row 30 of 40 is malformed: under max_error_fraction, so training skips it; validate says which row it was."""
+    rows = [json.dumps({"question": f"{i} + 1?", "answer": f"#### {i + 1}"}) for i in range(40)]
+    rows[29] = '{"question": "broken'
+    write(tmp_path / "rows.jsonl", "\n".join(rows) + "\n")
+    path = write(tmp_path / "t.yaml", edited("source: {generator: arithmetic, n: 5, seed: 0}",
+                                             "source: {path: rows.jsonl}"))
+    result = invoke("validate", str(path))
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^warning .*t\.yaml: 1 of 40 rows of .*rows\.jsonl are skipped \(2\.5%.*row 30: ", result.output,
+                     re.MULTILINE), result.output
+    assert "40 rows read" in result.output
+    bounded = invoke("validate", str(path), "--rows", "10")
+    assert bounded.exit_code == 0 and "warning" not in bounded.output and "(--rows 10)" in bounded.output
+
+
+def test_validate_a_recipe_naming_a_missing_eval_suite(tmp_path: Path) -> None:
+    write(tmp_path / "tasks" / "t.yaml", GOOD)
+    recipe = write(tmp_path / "recipe.yaml", "tasks:\n  - {task: tasks/t.yaml}\n"
+                   "eval:\n  every: 1\n  suites: [eval/nope.yaml]\n")
+    one_located_error(recipe, line=5, field="eval.suites.0")
+    assert "eval suite" in invoke("validate", str(recipe)).output
+
+
+def test_validate_a_wrong_role_task_in_a_suite(tmp_path: Path) -> None:
+    write(tmp_path / "t.yaml", GOOD)
+    suite = write(tmp_path / "suite.yaml", "name: s\nreferee:\n  - task: t.yaml\n")
+    match = one_located_error(suite, line=3, field="referee.0.task")
+    assert "needs a preference task; t.yaml is verifiable" in match["message"]
+
+
+def test_validate_a_model_name_and_a_prefill_the_template_does_not_ask_for(tmp_path: Path) -> None:
+    write(tmp_path / "tasks" / "t.yaml", GOOD)
+    recipe = write(tmp_path / "recipe.yaml", "model: {name: 'bundled:nope'}\ntasks:\n  - {task: tasks/t.yaml}\n")
+    match = one_located_error(recipe, line=1, field="model.name")
+    assert "unknown bundled model bundled:nope" in match["message"]
+    shipped = (ROOT / "tasks" / "pairs-synthetic.yaml").read_text(encoding="utf-8")
+    assert 'prefill: "Ranking: ["' in shipped.splitlines()[12]
+    pairs = write(tmp_path / "p.yaml", shipped.replace('prefill: "Ranking: ["', 'prefill: "Verdict: ("'))
+    match = one_located_error(pairs, line=13, field="referee.prefill")
+    assert "does not appear in the rendered referee/rank.j2" in match["message"]
+
+
+def test_train_with_a_misspelt_verifier_stops_at_the_task_line_before_any_model_loads(tmp_path: Path) -> None:
+    write(tmp_path / "tasks" / "t.yaml", edited("verifier: numeric", "verifier: numerik"))
+    recipe = write(tmp_path / "recipe.yaml", f"model: {{name: 'bundled:nope'}}\noutput_dir: {tmp_path / 'run'}\n"
+                   "tasks:\n  - {task: tasks/t.yaml}\n")
+    proc = subprocess.run([sys.executable, "-m", "urpo_kit", "train", str(recipe)], env=offline_env(),
+                          capture_output=True, text=True, timeout=120)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in output, output
+    (line,) = error_lines(output)
+    match = ERROR_LINE.match(line)
+    assert match and match["file"] == str(tmp_path / "tasks" / "t.yaml") and match["line"] == "10", line
+    assert match["field"] == "answer.verifier" and "did you mean `numeric`" in match["message"]
+    # the model name is unknown too: the task error came first, so nothing tried to load a model
+    assert "bundled:nope" not in output and not (tmp_path / "run").exists()

@@ -41,7 +41,7 @@ def make_preference(folder: Path, name: str = "pref", rows: int = 1) -> Prepared
 
 def sequence(stream: MixedStream, start: int = 0, stop: int | None = None) -> list[str]:
     """What each position holds, as `task/row/epoch`."""
-    return [f"{e.task}/{e.meta['row']}/{e.meta['epoch']}" for e in stream.episodes(start, stop)]
+    return [f"{e.task}/{e.row}/{e.epoch}" for e in stream.episodes(start, stop)]
 
 
 def longest_run(items: list[str]) -> int:
@@ -189,15 +189,15 @@ def test_short_task_cycles_first_in_source_order_then_reshuffled(tmp_path: Path)
     stream = MixedStream([small, big], 200, seed=0)
     assert stream.counts == [50, 150]
     assert stream.epochs() == {"small": 10.0, "big": 1.5}
-    rows = [e.meta["row"] for e in stream.episodes() if e.task == "small"]
-    epochs = [e.meta["epoch"] for e in stream.episodes() if e.task == "small"]
+    rows = [e.row for e in stream.episodes() if e.task == "small"]
+    epochs = [e.epoch for e in stream.episodes() if e.task == "small"]
     assert rows[:5] == [1, 2, 3, 4, 5]  # first pass: source order
     assert epochs == [k // 5 for k in range(50)]
     passes = [rows[i:i + 5] for i in range(0, 50, 5)]
     assert all(sorted(p) == [1, 2, 3, 4, 5] for p in passes)  # every pass shows every row once
     assert sum(p != [1, 2, 3, 4, 5] for p in passes[1:]) >= 6  # later passes are reshuffled
     assert len({tuple(p) for p in passes[1:]}) >= 5  # ... differently each pass
-    big_rows = [e.meta["row"] for e in stream.episodes() if e.task == "big"]
+    big_rows = [e.row for e in stream.episodes() if e.task == "big"]
     assert big_rows[:100] == list(range(1, 101)) and sorted(big_rows[100:]) == sorted(set(big_rows[100:]))
 
 
@@ -205,7 +205,7 @@ def test_reshuffled_passes_depend_on_the_seed(tmp_path: Path) -> None:
     small = make_task(tmp_path, "small", 6)
 
     def rows(seed: int) -> list[int]:
-        return [e.meta["row"] for e in MixedStream([small], 30, seed=seed).episodes()]
+        return [e.row for e in MixedStream([small], 30, seed=seed).episodes()]
 
     assert rows(0)[:6] == rows(1)[:6] == [1, 2, 3, 4, 5, 6]
     assert rows(0)[6:] != rows(1)[6:]
@@ -214,10 +214,10 @@ def test_reshuffled_passes_depend_on_the_seed(tmp_path: Path) -> None:
 def test_same_preference_row_is_shuffled_differently_at_each_position(tmp_path: Path) -> None:
     stream = MixedStream([make_preference(tmp_path, rows=1)], 30, seed=0)
     episodes = list(stream.episodes())
-    assert {e.meta["row"] for e in episodes} == {1}
-    assert len({tuple(e.meta["order"]) for e in episodes}) >= 8
+    assert {e.row for e in episodes} == {1}
+    assert len({tuple(e.payload.order) for e in episodes}) >= 8
     for e in episodes:
-        assert [e.meta["order"][g] for g in e.gold] == [0, 1, 2, 3]
+        assert [e.payload.order[g] for g in e.payload.gold] == [0, 1, 2, 3]
 
 
 # ------------------------------------------------------------------------------------------------ bad rows
@@ -231,7 +231,7 @@ def test_rows_that_fail_to_render_are_skipped_and_counted(tmp_path: Path) -> Non
     assert len(prepared.rows.rows) == 19 and 4 not in prepared.rows.row_numbers
     assert [s.row_number for s in prepared.rows.skipped] == [4]
     assert "player.prompt" in prepared.rows.skipped[0].reason and "'q' is undefined" in prepared.rows.skipped[0].reason
-    rows = [e.meta["row"] for e in MixedStream([prepared], 19).episodes()]
+    rows = [e.row for e in MixedStream([prepared], 19).episodes()]
     assert rows == [i for i in range(1, 21) if i != 4]
 
 
@@ -283,7 +283,7 @@ def test_recipe_to_stream(tmp_path: Path) -> None:
 
 
 def test_prepare_spec_for_a_task_built_in_code(tmp_path: Path) -> None:
-    from urpo_kit.config.schema import TaskFile
+    from urpo_kit.kinds import TaskFile
 
     write(tmp_path / "rows.jsonl", '{"q": "hi", "a": "1"}\n')
     spec = TaskFile.model_validate({"task": {
@@ -291,4 +291,4 @@ def test_prepare_spec_for_a_task_built_in_code(tmp_path: Path) -> None:
         "player": {"prompt": "{{ q }}"}, "answer": {"gold": "{{ a }}"}}}).task
     prepared = prepare_spec(spec, weight=2.0)
     assert prepared.weight == 2.0 and prepared.name == "code"
-    assert MixedStream([prepared], 3).episode(2).gold == "1"
+    assert MixedStream([prepared], 3).episode(2).payload.gold == "1"

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from urpo_kit.cli import app
 from urpo_kit.compiler import override_strings, prepare_task
-from urpo_kit.config.schema import RefereePrompt
+from urpo_kit.config.schema import RefereeSpec
 from urpo_kit.config.suite import RefereeBenchmark, load_suite
 from urpo_kit.errors import ConfigError, SourceError
 from urpo_kit.eval import compare_runs, load_run, run_suite
@@ -185,17 +185,15 @@ def oracle(text: str, shown: list[str]) -> str:
 def preference_set(n: int = 40, candidates: int = 2) -> PreferenceSet:
     items = [PreferenceItem(f"q{i}", [f"good {i}"] + [f"bad {i}.{k}" for k in range(candidates - 1)], "s", i + 1)
              for i in range(n)]
-    return PreferenceSet(items, [], "synthetic", RefereePrompt(), None)
+    return PreferenceSet(items, [], "synthetic", RefereeSpec(), None)
 
 
 def test_a_position_biased_referee() -> None:
     data = preference_set()
     shown_first = sum(o[0] == 0 for o in presentation_orders(data.items, 0)) / len(data.items)
-    result = run_referee_benchmark(data, Scripted(always_first), order="random", mode="listwise", sampling=GREEDY,
-                                   seed=0)
+    result = run_referee_benchmark(data, Scripted(always_first), order="random", sampling=GREEDY, seed=0)
     assert result.metrics["accuracy"] == pytest.approx(shown_first) and result.metrics["first_position"] == 1.0
-    both = run_referee_benchmark(data, Scripted(always_first), order="both_orders", mode="listwise", sampling=GREEDY,
-                                 seed=0)
+    both = run_referee_benchmark(data, Scripted(always_first), order="both_orders", sampling=GREEDY, seed=0)
     assert both.metrics["accuracy"] == 0.5 and both.metrics["consistency"] == 0.0
     assert both.metrics["random_order_accuracy"] == result.metrics["accuracy"]  # the first order is RewardBench's
     assert both.metrics["parse_failures"] == 0
@@ -213,9 +211,8 @@ def test_likelihood_verdicts_average_both_orders_in_probability_space() -> None:
     biased = ForcedLM(tok, lambda shown: {label: (2.0 if i == 0 else 0.0) + float(text.startswith("good"))
                                           for i, (label, text) in enumerate(shown)})
     data = preference_set(6)
-    data.referee = RefereePrompt(verdict="likelihood")
-    result = run_referee_benchmark(data, HFBackend(biased, tok), order="both_orders", mode="listwise",
-                                   sampling=GREEDY, seed=0)
+    data.referee = RefereeSpec(verdict="likelihood")
+    result = run_referee_benchmark(data, HFBackend(biased, tok), order="both_orders", sampling=GREEDY, seed=0)
     assert result.metrics["accuracy"] == 1.0 and result.metrics["first_position"] == 1.0
     assert result.metrics["consistency"] == 0.0 and result.metrics["parse_failures"] == 0
     p_good = (1 / (1 + math.exp(-3)) + 1 / (1 + math.exp(1))) / 2
@@ -229,7 +226,8 @@ def test_likelihood_verdicts_average_both_orders_in_probability_space() -> None:
 @pytest.mark.parametrize("mode", ["listwise", "pairwise"])
 def test_an_oracle_referee_scores_one(candidates: int, mode: str) -> None:
     data = preference_set(12, candidates)
-    result = run_referee_benchmark(data, Scripted(oracle), order="both_orders", mode=mode, sampling=GREEDY, seed=1)
+    data.referee = RefereeSpec(mode=mode)
+    result = run_referee_benchmark(data, Scripted(oracle), order="both_orders", sampling=GREEDY, seed=1)
     assert result.metrics["accuracy"] == 1.0 and result.metrics["consistency"] == 1.0
     assert result.metrics["reward"] == 1.0 and result.metrics["parse_failures"] == 0
     assert result.subsets == {"s": {"accuracy": 1.0, "n": 12.0}} and result.sections == {}
@@ -239,7 +237,7 @@ def test_an_oracle_referee_scores_one(candidates: int, mode: str) -> None:
 def test_unparseable_judgments_score_chance_and_are_counted(candidates: int) -> None:
     data = preference_set(10, candidates)
     backend = Scripted(lambda text, shown: "Both responses have merits.")
-    result = run_referee_benchmark(data, backend, order="both_orders", mode="listwise", sampling=GREEDY, seed=0)
+    result = run_referee_benchmark(data, backend, order="both_orders", sampling=GREEDY, seed=0)
     assert result.metrics["accuracy"] == pytest.approx(1 / candidates)
     assert result.metrics["parse_failures"] == 20 == backend.calls and result.metrics["parse_failure_rate"] == 1.0
     assert "consistency" not in result.metrics and "first_position" not in result.metrics
@@ -263,13 +261,13 @@ def test_export_is_an_lm_eval_task_scored_by_our_verifier(tmp_path: Path) -> Non
     exported = export_task(prepared, tmp_path / "arith", name="urpo-arith", sampling=GREEDY, stop=["</s>"])
     task = TaskManager(include_path=str(exported.folder), include_defaults=False).load(["urpo-arith"])["tasks"]
     docs = list(task["urpo-arith"].eval_docs)
-    episode = prepared.renderer.episode(prepared.rows.rows[0], row_number=prepared.rows.row_numbers[0])
+    episode = prepared.task.episode(prepared.rows.rows[0], row_number=prepared.rows.row_numbers[0])
     assert [docs[0]["system"], docs[0]["user"]] == [m["content"] for m in episode.messages]
-    assert docs[0]["gold"] == episode.gold and len(docs) == exported.rows == 3
+    assert docs[0]["gold"] == episode.payload.gold and len(docs) == exported.rows == 3
     config = task["urpo-arith"].config
     assert config.generation_kwargs["until"] == ["</s>"] and config.generation_kwargs["max_gen_toks"] == 8
-    scorer = Scorer("boxed", "numeric")
-    assert scorer(docs[0], [f"so \\boxed{{{episode.gold}}}"]) == {"accuracy": 1.0, "extracted": 1.0}
+    scorer = Scorer(prepared.task)
+    assert scorer(docs[0], [f"so \\boxed{{{episode.payload.gold}}}"]) == {"accuracy": 1.0, "extracted": 1.0}
     assert scorer(docs[0], ["no idea"]) == {"accuracy": 0.0, "extracted": 0.0}
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from urpo_kit.eval.bench import lm_eval_agreement
+from lm_eval_agreement import lm_eval_agreement
 
 ROOT = Path(__file__).resolve().parents[1]
 GSM8K = ROOT.parent / "shared" / "data" / "gsm8k" / "train.jsonl"

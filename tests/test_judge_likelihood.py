@@ -19,7 +19,7 @@ from urpo_kit.cli import app as cli
 from urpo_kit.errors import UrpoError
 from urpo_kit.judge import JudgeSettings, reward_function
 from urpo_kit.judge.batch import judge_file
-from urpo_kit.judge.loadtest import running
+from serve_load import running
 from urpo_kit.judge.server import Batching, create_app
 from urpo_kit.judge.settings import load_backend
 from urpo_kit.referee import SamplingParams

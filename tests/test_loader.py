@@ -8,8 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from urpo_kit.config import load_model, load_recipe, load_task, load_yaml, load_yaml_documents, origin_of
-from urpo_kit.config.schema import Recipe, VerifiableTask
+from urpo_kit.config import load_model, load_recipe, load_yaml, load_yaml_documents, origin_of
+from urpo_kit.config.schema import Recipe
+from urpo_kit.kinds import VerifiableTask, load_task
 from urpo_kit.errors import ConfigError
 
 TASK = """\

@@ -9,15 +9,14 @@ from typing import Any
 
 import pytest
 
-from urpo_kit.config import load_task, locate_render_error
-from urpo_kit.config.schema import RefereePrompt, TaskFile
+from urpo_kit.config import locate
+from urpo_kit.config.schema import RefereeSpec
+from urpo_kit.errors import FieldError
+from urpo_kit.kinds import TaskFile, build, episode_from_record, load_task
 from urpo_kit.recast import (
     BUILTIN_TEMPLATES,
-    Episode,
     RefereeRenderer,
     RefereeView,
-    RenderError,
-    TaskRenderer,
     Templates,
     make_labels,
     stable_seed,
@@ -59,8 +58,8 @@ def preference(**over: Any) -> dict[str, Any]:
     return data
 
 
-def render_error(fn, *args, **kwargs) -> RenderError:
-    with pytest.raises(RenderError) as info:
+def render_error(fn, *args, **kwargs) -> FieldError:
+    with pytest.raises(FieldError) as info:
         fn(*args, **kwargs)
     return info.value
 
@@ -73,29 +72,29 @@ def write(path: Path, text: str) -> Path:
 
 # ------------------------------------------------------------------------------------------------ player
 def test_verifiable_episode_messages_and_gold() -> None:
-    ep = TaskRenderer(task(verifiable()), None).episode(ROW, row_number=7)
+    ep = build(task(verifiable()), None).episode(ROW, row_number=7)
     assert ep.kind == "verifiable" and ep.task == "t"
     assert ep.messages == [
         {"role": "system", "content": "Box the answer."},
         {"role": "user", "content": "What is 2 + 3?"},
     ]
-    assert ep.gold == "5"
-    assert ep.meta["row"] == 7
+    assert ep.payload.gold == "5"
+    assert ep.row == 7
 
 
 def test_no_system_message_when_none_is_given() -> None:
     data = verifiable(player={"prompt": "{{ question }}"})
-    ep = TaskRenderer(task(data), None).episode(ROW)
+    ep = build(task(data), None).episode(ROW)
     assert [m["role"] for m in ep.messages] == ["user"]
 
 
 def test_open_ended_episode_has_no_gold_and_keeps_the_instruction() -> None:
     spec = task({"name": "o", "kind": "open_ended", "source": {"path": "x.jsonl"},
                  "player": {"prompt": "{{ instruction }}{% if input %}\n\n{{ input }}{% endif %}"}})
-    ep = TaskRenderer(spec, None).episode({"instruction": "Rewrite it.", "input": "The cat sat."})
-    assert ep.gold is None
-    assert ep.meta["instruction"] == "Rewrite it.\n\nThe cat sat."
-    assert ep.messages[-1]["content"] == ep.meta["instruction"]
+    ep = build(spec, None).episode({"instruction": "Rewrite it.", "input": "The cat sat."})
+    assert not hasattr(ep.payload, "gold")
+    assert ep.payload.instruction == "Rewrite it.\n\nThe cat sat."
+    assert ep.messages[-1]["content"] == ep.payload.instruction
 
 
 # ------------------------------------------------------------------------------------------------ sandbox
@@ -109,7 +108,7 @@ def test_open_ended_episode_has_no_gold_and_keeps_the_instruction() -> None:
     ],
 )
 def test_sandbox_refuses_attribute_escapes(template: str) -> None:
-    renderer = TaskRenderer(task(verifiable(player={"prompt": template})), None)
+    renderer = build(task(verifiable(player={"prompt": template})), None)
     err = render_error(renderer.episode, {**ROW, "ROW": {"a": 1}})
     assert err.field == "player.prompt"
     assert "unsafe" in err.message or "undefined" in err.message
@@ -118,14 +117,14 @@ def test_sandbox_refuses_attribute_escapes(template: str) -> None:
 def test_sandbox_refuses_mutating_row_values() -> None:
     """The immutable sandbox: a template cannot change the row it reads (rows are shared between renders)."""
     row = {**ROW, "items": [1, 2]}
-    renderer = TaskRenderer(task(verifiable(player={"prompt": "{{ items.append(3) }}{{ items }}"})), None)
+    renderer = build(task(verifiable(player={"prompt": "{{ items.append(3) }}{{ items }}"})), None)
     err = render_error(renderer.episode, row)
     assert err.field == "player.prompt" and "unsafe" in err.message
     assert row["items"] == [1, 2]
 
 
 def test_sandbox_also_guards_field_expressions() -> None:
-    renderer = TaskRenderer(task(verifiable(fields={"solution": "answer.__class__"})), None)
+    renderer = build(task(verifiable(fields={"solution": "answer.__class__"})), None)
     err = render_error(renderer.episode, ROW, row_number=3)
     assert err.field == "fields.solution"
     assert "unsafe" in err.message and err.row_number == 3
@@ -133,7 +132,7 @@ def test_sandbox_also_guards_field_expressions() -> None:
 
 # ------------------------------------------------------------------------------------------------ strict undefined
 def test_missing_variable_names_the_field_and_the_variable() -> None:
-    renderer = TaskRenderer(task(verifiable(player={"prompt": "Q: {{ questoin }}"})), None)
+    renderer = build(task(verifiable(player={"prompt": "Q: {{ questoin }}"})), None)
     err = render_error(renderer.episode, ROW, row_number=12)
     assert err.field == "player.prompt"
     assert "questoin" in err.message and "undefined" in err.message
@@ -152,45 +151,45 @@ def test_missing_variable_names_the_field_and_the_variable() -> None:
 )
 def test_undefined_is_an_error_in_every_field(over: dict, field: str) -> None:
     """Also for `fields` expressions: an undefined value fails there, not later in whichever template uses it."""
-    renderer = TaskRenderer(task(verifiable(**over)), None)
+    renderer = build(task(verifiable(**over)), None)
     err = render_error(renderer.episode, ROW)
     assert err.field == field
     assert "undefined" in err.message
 
 
 def test_missing_attribute_of_a_row_value_is_an_error() -> None:
-    renderer = TaskRenderer(task(verifiable(player={"prompt": "{{ meta.level }}"})), None)
+    renderer = build(task(verifiable(player={"prompt": "{{ meta.level }}"})), None)
     err = render_error(renderer.episode, {**ROW, "meta": {"lvl": 1}})
     assert err.field == "player.prompt" and "level" in err.message
 
 
 def test_runtime_errors_become_render_errors() -> None:
-    renderer = TaskRenderer(task(verifiable(answer={"gold": "{{ solution.split('####')[3] }}"})), None)
+    renderer = build(task(verifiable(answer={"gold": "{{ solution.split('####')[3] }}"})), None)
     err = render_error(renderer.episode, ROW)
     assert err.field == "answer.gold"
 
 
 def test_syntax_error_is_found_when_the_task_is_compiled() -> None:
-    err = render_error(TaskRenderer, task(verifiable(player={"prompt": "{{ question "})), None)
+    err = render_error(build, task(verifiable(player={"prompt": "{{ question "})), None)
     assert err.field == "player.prompt" and "syntax" in err.message
 
 
 def test_empty_gold_is_a_render_error() -> None:
-    renderer = TaskRenderer(task(verifiable()), None)
+    renderer = build(task(verifiable()), None)
     err = render_error(renderer.episode, {"question": "q", "answer": "no final answer ####  "}, row_number=4)
     assert err.field == "answer.gold" and "empty" in err.message and err.row_number == 4
 
 
 def test_a_column_called_self_does_not_break_rendering() -> None:
     """Variables are passed as one mapping, so a column name cannot clash with a Python parameter (`self`)."""
-    renderer = TaskRenderer(task(verifiable()), None)
+    renderer = build(task(verifiable()), None)
     ep = renderer.episode({**ROW, "self": "x"})
-    assert ep.messages[-1]["content"] == "What is 2 + 3?" and ep.gold == "5"
+    assert ep.messages[-1]["content"] == "What is 2 + 3?" and ep.payload.gold == "5"
 
 
 # ------------------------------------------------------------------------------------------------ fields
 def test_fields_rename_and_keep_raw_columns() -> None:
-    renderer = TaskRenderer(task(verifiable(player={"prompt": "{{ q }} | {{ question }}"},
+    renderer = build(task(verifiable(player={"prompt": "{{ q }} | {{ question }}"},
                                             fields={"q": "question", "solution": "answer"})), None)
     variables = renderer.variables(ROW)
     assert variables["q"] == ROW["question"] and variables["question"] == ROW["question"]
@@ -199,19 +198,19 @@ def test_fields_rename_and_keep_raw_columns() -> None:
 
 def test_fields_list_expression_builds_the_ranked_candidates() -> None:
     spec = task(preference(fields={"ranked": "[chosen, rejected]"}))
-    renderer = TaskRenderer(spec, None)
+    renderer = build(spec, None)
     row = {"prompt": "Say hi.", "chosen": "Hi!", "rejected": "Bye."}
     assert renderer.variables(row)["ranked"] == ["Hi!", "Bye."]
     ep = renderer.episode(row, seed=0, position=0)
-    assert ep.meta["n"] == 2
-    assert RefereeView(ep.messages, ep.meta["labels"], ep.meta["order"]).to_original(ep.gold) == [0, 1]
+    assert len(ep.payload.labels) == 2
+    assert RefereeView(ep.messages, ep.payload.labels, ep.payload.order).to_original(ep.payload.gold) == [0, 1]
 
 
 def test_skywork_message_list_fields() -> None:
     """The shipped Skywork task's expressions: the conversation before the last turn is the prompt."""
     spec = load_task(Path(__file__).resolve().parents[1] / "tasks" / "skywork-preference.yaml")
     row = json.loads((FIXTURES / "skywork_preference.jsonl").read_text().splitlines()[0])
-    renderer = TaskRenderer(spec, None)
+    renderer = build(spec, None)
     variables = renderer.variables(row)
     assert variables["prompt"] == row["chosen"][0]["content"]
     assert variables["ranked"] == [row["chosen"][-1]["content"], row["rejected"][-1]["content"]]
@@ -228,7 +227,7 @@ def test_skywork_message_list_fields() -> None:
 
 # ------------------------------------------------------------------------------------------------ template files
 def test_builtin_player_template_file() -> None:
-    renderer = TaskRenderer(task(verifiable(player={"template": "player/reason-boxed.j2"})), None)
+    renderer = build(task(verifiable(player={"template": "player/reason-boxed.j2"})), None)
     content = renderer.episode(ROW).messages[-1]["content"]
     assert content.startswith("What is 2 + 3?")
     assert (BUILTIN_TEMPLATES / "player" / "reason-boxed.j2").read_text().splitlines()[-1] in content
@@ -236,18 +235,18 @@ def test_builtin_player_template_file() -> None:
 
 def test_yaml_folder_template_wins_over_the_builtin(tmp_path: Path) -> None:
     write(tmp_path / "tasks" / "referee" / "rank.j2", "MINE {{ n }}: {% for c in candidates %}[{{ c.label }}] {{ c.text }} {% endfor %}")
-    renderer = TaskRenderer(task(preference()), tmp_path / "tasks")
+    renderer = build(task(preference()), tmp_path / "tasks")
     ep = renderer.episode({"prompt": "q", "ranked": ["a", "b", "c"]})
     assert ep.messages[-1]["content"].startswith("MINE 3: ")
     # without the local file, the built-in is used
-    builtin = TaskRenderer(task(preference()), tmp_path / "elsewhere").episode({"prompt": "q", "ranked": ["a", "b"]})
+    builtin = build(task(preference()), tmp_path / "elsewhere").episode({"prompt": "q", "ranked": ["a", "b"]})
     assert builtin.messages[-1]["content"].startswith("You are a strict, fair judge.")
 
 
 def test_templates_folder_beside_the_yaml_is_searched(tmp_path: Path) -> None:
     write(tmp_path / "templates" / "player" / "mine.j2", "T: {{ question }}")
     spec = task(verifiable(player={"template": "player/mine.j2"}))
-    assert TaskRenderer(spec, tmp_path / "tasks").episode(ROW).messages[-1]["content"] == "T: What is 2 + 3?"
+    assert build(spec, tmp_path / "tasks").episode(ROW).messages[-1]["content"] == "T: What is 2 + 3?"
     assert Templates(tmp_path / "tasks").search_dirs[-1] == BUILTIN_TEMPLATES
 
 
@@ -260,7 +259,7 @@ def test_template_search_order_is_yaml_folder_first(tmp_path: Path) -> None:
 
 def test_missing_template_file_lists_where_it_looked(tmp_path: Path) -> None:
     spec = task(verifiable(player={"template": "player/nope.j2"}))
-    err = render_error(TaskRenderer, spec, tmp_path)
+    err = render_error(build, spec, tmp_path)
     assert err.field == "player.template" and "nope.j2" in err.message and str(BUILTIN_TEMPLATES) in err.message
 
 
@@ -269,9 +268,9 @@ def test_error_inside_a_template_file_names_the_file_and_line(tmp_path: Path) ->
     yaml_file = write(tmp_path / "t.yaml", "name: t\nkind: verifiable\nsource: {path: x.jsonl}\n"
                       "player: {template: player/t.j2}\nanswer: {gold: '1'}\n")
     spec = load_task(yaml_file)
-    err = render_error(TaskRenderer(spec, tmp_path).episode, ROW, row_number=2)
+    err = render_error(build(spec, tmp_path).episode, ROW, row_number=2)
     assert err.template_file == template and err.template_line == 3
-    problem = locate_render_error(spec, err)
+    problem = locate(spec, err)
     assert str(problem).startswith(f"{template}:3: player.template: undefined template variable")
     assert "(row 2)" in str(problem)
 
@@ -280,9 +279,9 @@ def test_error_in_an_inline_template_points_at_the_yaml_field(tmp_path: Path) ->
     yaml_file = write(tmp_path / "t.yaml", "name: t\nkind: verifiable\nsource: {path: x.jsonl}\n"
                       "player:\n  prompt: \"{{ nope }}\"\nanswer: {gold: '1'}\n")
     spec = load_task(yaml_file)
-    err = render_error(TaskRenderer(spec, tmp_path).episode, ROW)
+    err = render_error(build(spec, tmp_path).episode, ROW)
     assert err.template_file is None
-    assert str(locate_render_error(spec, err)).startswith(f"{yaml_file}:5:11: player.prompt: ")
+    assert str(locate(spec, err)).startswith(f"{yaml_file}:5:11: player.prompt: ")
 
 
 # ------------------------------------------------------------------------------------------------ referee
@@ -296,7 +295,7 @@ def shown_texts(content: str, candidates: list[str]) -> list[str]:
 
 @pytest.mark.parametrize(("style", "labels"), [("numbers", ["1", "2", "3", "4"]), ("letters", ["A", "B", "C", "D"])])
 def test_referee_shows_candidates_shuffled_with_labels(style: str, labels: list[str]) -> None:
-    renderer = RefereeRenderer(RefereePrompt(labels=style, shuffle=True), Templates(None))
+    renderer = RefereeRenderer(RefereeSpec(labels=style, shuffle=True), Templates(None))
     view = renderer.render("Which is best?", CANDIDATES, random.Random(3))
     assert view.labels == labels
     assert sorted(view.order) == [0, 1, 2, 3]
@@ -309,14 +308,14 @@ def test_referee_shows_candidates_shuffled_with_labels(style: str, labels: list[
 
 
 def test_referee_without_shuffle_keeps_the_order() -> None:
-    renderer = RefereeRenderer(RefereePrompt(shuffle=False), Templates(None))
+    renderer = RefereeRenderer(RefereeSpec(shuffle=False), Templates(None))
     view = renderer.render("q", CANDIDATES, random.Random(3))
     assert view.order == [0, 1, 2, 3]
     assert shown_texts(view.messages[-1]["content"], CANDIDATES) == CANDIDATES
 
 
 def test_referee_system_message_and_modes() -> None:
-    renderer = RefereeRenderer(RefereePrompt(system="Judge {{ n }} answers."), Templates(None), mode="pairwise")
+    renderer = RefereeRenderer(RefereeSpec(system="Judge {{ n }} answers.", mode="pairwise"), Templates(None))
     view = renderer.render_order("q", ["x", "y"], [1, 0])
     assert view.messages[0] == {"role": "system", "content": "Judge 2 answers."}
     assert "two candidate responses" in view.messages[1]["content"]
@@ -324,41 +323,41 @@ def test_referee_system_message_and_modes() -> None:
 
 
 def test_render_order_rejects_a_non_permutation() -> None:
-    renderer = RefereeRenderer(RefereePrompt(), Templates(None))
+    renderer = RefereeRenderer(RefereeSpec(), Templates(None))
     with pytest.raises(ValueError, match="permutation"):
         renderer.render_order("q", ["x", "y"], [0, 0])
 
 
 def test_letters_allow_at_most_26_candidates() -> None:
     assert make_labels(26, "letters")[-1] == "Z"
-    renderer = RefereeRenderer(RefereePrompt(labels="letters"), Templates(None))
+    renderer = RefereeRenderer(RefereeSpec(labels="letters"), Templates(None))
     err = render_error(renderer.render, "q", [f"c{i}" for i in range(27)], None)
     assert err.field == "referee.labels"
-    err = render_error(TaskRenderer, task(preference(referee={"labels": "letters"}, max_candidates=30)), None)
+    err = render_error(build, task(preference(referee={"labels": "letters"}, max_candidates=30)), None)
     assert err.field == "referee.labels"
 
 
 def test_preference_gold_maps_back_to_best_first() -> None:
-    renderer = TaskRenderer(task(preference(score="kendall")), None)
+    renderer = build(task(preference(score="kendall")), None)
     ep = renderer.episode({"prompt": "q", "ranked": CANDIDATES}, row_number=1, seed=0, position=9)
-    order, labels = ep.meta["order"], ep.meta["labels"]
+    order, labels = ep.payload.order, ep.payload.labels
     # gold lists shown positions, best first: the best candidate is shown at gold[0], and so on
-    assert [order[g] for g in ep.gold] == [0, 1, 2, 3]
+    assert [order[g] for g in ep.payload.gold] == [0, 1, 2, 3]
     content = ep.messages[-1]["content"]
-    for rank, g in enumerate(ep.gold):
+    for rank, g in enumerate(ep.payload.gold):
         assert f"[Response {labels[g]}]\n{CANDIDATES[rank]}\n" in content
-    assert ep.meta["n"] == 4
+    assert len(ep.payload.labels) == 4
 
 
 def test_shuffle_is_reproducible_per_seed_and_position_and_varies_across_positions() -> None:
-    renderer = TaskRenderer(task(preference()), None)
+    renderer = build(task(preference()), None)
     row = {"prompt": "q", "ranked": CANDIDATES}
 
     def order(seed: int, position: int) -> list[int]:
-        return renderer.episode(row, row_number=1, seed=seed, position=position).meta["order"]
+        return renderer.episode(row, row_number=1, seed=seed, position=position).payload.order
 
     assert order(0, 5) == order(0, 5)
-    assert TaskRenderer(task(preference()), None).episode(row, row_number=1, seed=0, position=5).meta["order"] == order(0, 5)
+    assert build(task(preference()), None).episode(row, row_number=1, seed=0, position=5).payload.order == order(0, 5)
     across_positions = {tuple(order(0, p)) for p in range(40)}
     assert len(across_positions) >= 10  # 24 permutations; 40 positions must not collapse onto a few
     assert [order(0, p) for p in range(10)] != [order(1, p) for p in range(10)]
@@ -383,13 +382,13 @@ def test_stable_seed_is_fixed_across_runs() -> None:
     ],
 )
 def test_candidate_limits_and_identical_candidates_are_rejected(ranked: Any, message: str) -> None:
-    renderer = TaskRenderer(task(preference(max_candidates=3)), None)
+    renderer = build(task(preference(max_candidates=3)), None)
     err = render_error(renderer.episode, {"prompt": "q", "ranked": ranked}, row_number=8)
     assert err.field == "candidates" and message in err.message and err.row_number == 8
 
 
 def test_min_above_max_candidates_is_refused() -> None:
-    err = render_error(TaskRenderer, task(preference(min_candidates=5, max_candidates=3)), None)
+    err = render_error(build, task(preference(min_candidates=5, max_candidates=3)), None)
     assert err.field == "min_candidates"
 
 
@@ -397,16 +396,16 @@ def test_min_above_max_candidates_is_refused() -> None:
 @pytest.mark.parametrize("kind", ["verifiable", "preference", "open_ended"])
 def test_episode_record_round_trip(kind: str) -> None:
     if kind == "verifiable":
-        ep = TaskRenderer(task(verifiable()), None).episode(ROW, row_number=3, position=11)
+        ep = build(task(verifiable()), None).episode(ROW, row_number=3, position=11)
     elif kind == "preference":
-        ep = TaskRenderer(task(preference()), None).episode({"prompt": "q", "ranked": CANDIDATES}, row_number=3,
+        ep = build(task(preference()), None).episode({"prompt": "q", "ranked": CANDIDATES}, row_number=3,
                                                           position=11)
     else:
         spec = task({"name": "o", "kind": "open_ended", "source": {"path": "x"}, "player": {"prompt": "{{ i }}"}})
-        ep = TaskRenderer(spec, None).episode({"i": "Write."}, row_number=3, position=11)
+        ep = build(spec, None).episode({"i": "Write."}, row_number=3, position=11)
     record = ep.to_record()
-    assert set(record) == {"prompt", "task", "kind", "gold", "meta"}
-    assert all(isinstance(record[k], str) for k in ("task", "kind", "gold", "meta"))
-    back = Episode.from_record(json.loads(json.dumps(record)))  # as a datasets/JSON round trip would give it
+    assert set(record) == {"prompt", "task", "kind", "episode"}
+    assert all(isinstance(record[k], str) for k in ("task", "kind", "episode"))
+    back = episode_from_record(json.loads(json.dumps(record)))  # as a datasets/JSON round trip would give it
     assert back == ep
-    assert back.meta["position"] == 11 and back.meta["row"] == 3
+    assert back.position == 11 and back.row == 3

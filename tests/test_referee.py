@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 
 import pytest
 
+from urpo_kit.config.schema import RefereeSpec
 from urpo_kit.referee import HFBackend, Judge, JudgeItem, SamplingParams
 
 _SHOWN = re.compile(r"\[Response ?(\w*)\]\n(.*?)\n\[End of response ?\w*\]", re.S)
@@ -60,7 +61,7 @@ ITEM = JudgeItem("Pick the largest.", ["3", "9", "5", "1"], key="row")
 @pytest.mark.parametrize("debias", ["none", "shuffle", "both_orders"])
 def test_a_perfect_referee_gives_the_right_ranking_in_every_mode(mode, debias):
     backend = FakeReferee()
-    judge = Judge(backend, mode=mode, debias=debias, samples=2)
+    judge = Judge(backend, RefereeSpec(mode=mode, debias=debias, samples=2))
     [verdict] = judge.judge([ITEM])
     assert verdict.ranking == [1, 2, 0, 3]
     assert verdict.status == "ok" and verdict.parsed == verdict.attempts == judge.judgments(4)
@@ -74,22 +75,22 @@ def test_a_perfect_referee_gives_the_right_ranking_in_every_mode(mode, debias):
 
 
 def test_judgments_counts_generations():
-    assert Judge(FakeReferee(), mode="listwise", debias="both_orders", samples=3).judgments(4) == 6
-    assert Judge(FakeReferee(), mode="pairwise", debias="shuffle").judgments(4) == 6
-    assert Judge(FakeReferee(), mode="pairwise", debias="both_orders").judgments(3) == 6
-    assert Judge(FakeReferee(), mode="pointwise", debias="both_orders", samples=2).judgments(4) == 8
+    assert Judge(FakeReferee(), RefereeSpec(mode="listwise", debias="both_orders", samples=3)).judgments(4) == 6
+    assert Judge(FakeReferee(), RefereeSpec(mode="pairwise", debias="shuffle")).judgments(4) == 6
+    assert Judge(FakeReferee(), RefereeSpec(mode="pairwise", debias="both_orders")).judgments(3) == 6
+    assert Judge(FakeReferee(), RefereeSpec(mode="pointwise", debias="both_orders", samples=2)).judgments(4) == 8
 
 
 def test_shown_labels_map_back_to_original_candidates():
     # no shuffle: label [k] is candidate k-1, so "[2] > [3] > [1]" ranks candidates 1, 2, 0
-    [verdict] = Judge(scripted("First I compare. Ranking: [2] > [3] > [1]"), debias="none").judge(
+    [verdict] = Judge(scripted("First I compare. Ranking: [2] > [3] > [1]"), RefereeSpec(debias="none")).judge(
         [JudgeItem("q", ["a", "b", "c"])])
     assert verdict.ranking == [1, 2, 0] and verdict.parses == [[1, 2, 0]] and verdict.shown == [[0, 1, 2]]
     assert verdict.scores == [0.0, 1.0, 0.5]
 
 
 def test_a_shuffled_order_is_undone():
-    [verdict] = Judge(scripted("Ranking: [1] > [2] > [3]"), debias="shuffle", seed=3).judge(
+    [verdict] = Judge(scripted("Ranking: [1] > [2] > [3]"), RefereeSpec(debias="shuffle"), seed=3).judge(
         [JudgeItem("q", ["a", "b", "c"], key="k")])
     assert verdict.ranking == verdict.shown[0]  # "[1] > [2] > [3]" ranks whatever was shown in that order
 
@@ -97,20 +98,20 @@ def test_a_shuffled_order_is_undone():
 @pytest.mark.parametrize("text", ["", "I cannot decide.", "Ranking: [4] > [1] > [2]", "Ranking: [1] > [1] > [2]",
                                   "Ranking: [1]", "[[[[", "Ranking:" + " > ".join(["[1]"] * 5000)])
 def test_malformed_judgments_are_parse_failures_not_exceptions(text):
-    [verdict] = Judge(scripted(text), mode="listwise").judge([JudgeItem("q", ["a", "b", "c"])])
+    [verdict] = Judge(scripted(text), RefereeSpec(mode="listwise")).judge([JudgeItem("q", ["a", "b", "c"])])
     assert verdict.status == "failed" and verdict.ranking is None and verdict.scores == [0.5] * 3
     assert verdict.parses == [None] and verdict.raw == [text]
 
 
 def test_pointwise_parse_failures_and_out_of_scale_scores():
-    [verdict] = Judge(scripted("Score: 8", "Score: 12", "no score"), mode="pointwise", debias="none").judge(
+    [verdict] = Judge(scripted("Score: 8", "Score: 12", "no score"), RefereeSpec(mode="pointwise", debias="none")).judge(
         [JudgeItem("q", ["a", "b", "c"])])
     assert verdict.parses == [8.0, None, None] and verdict.status == "partial"
     assert verdict.scores == [pytest.approx(7 / 9), 0.5, 0.5] and verdict.ranking == [0, 1, 2]
 
 
 def test_some_samples_failing_is_partial_and_uses_the_rest():
-    [verdict] = Judge(scripted("Ranking: [2] > [1]", "garbage"), debias="none", samples=2).judge(
+    [verdict] = Judge(scripted("Ranking: [2] > [1]", "garbage"), RefereeSpec(debias="none", samples=2)).judge(
         [JudgeItem("q", ["a", "b"])])
     assert verdict.status == "partial" and (verdict.parsed, verdict.attempts) == (1, 2)
     assert verdict.ranking == [1, 0] and verdict.scores == [0.0, 1.0]
@@ -118,11 +119,11 @@ def test_some_samples_failing_is_partial_and_uses_the_rest():
 
 def test_both_orders_disagreement_and_missing_pairs():
     # the same shown label wins in both orders: a position-biased referee, agreement 0 and a tie
-    [verdict] = Judge(scripted("Ranking: [1] > [2]"), mode="pairwise", debias="both_orders").judge(
+    [verdict] = Judge(scripted("Ranking: [1] > [2]"), RefereeSpec(mode="pairwise", debias="both_orders")).judge(
         [JudgeItem("q", ["a", "b"], key="k")])
     assert verdict.agreement == 0.0 and verdict.scores == [0.5, 0.5]
     # one order unparsed: no pair to compare, so agreement is unknown rather than 0
-    [verdict] = Judge(scripted("Ranking: [1] > [2]", "??"), mode="pairwise", debias="both_orders").judge(
+    [verdict] = Judge(scripted("Ranking: [1] > [2]", "??"), RefereeSpec(mode="pairwise", debias="both_orders")).judge(
         [JudgeItem("q", ["a", "b"], key="k")])
     assert verdict.agreement is None and verdict.status == "partial"
 
@@ -132,23 +133,23 @@ def test_items_are_checked_before_generating():
     with pytest.raises(ValueError, match="at least 2 candidates"):
         Judge(backend).judge([JudgeItem("q", ["a", "b"]), JudgeItem("q", ["only one"])])
     assert backend.calls == []
-    [verdict] = Judge(backend, mode="pointwise").judge([JudgeItem("q", ["7"])])
+    [verdict] = Judge(backend, RefereeSpec(mode="pointwise")).judge([JudgeItem("q", ["7"])])
     assert verdict.parses == [7.0]
-    with pytest.raises(ValueError, match="unknown mode"):
-        Judge(backend, mode="listwsie")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="mode"):  # the spec refuses it, before any Judge
+        Judge(backend, RefereeSpec(mode="listwsie"))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="samples"):
-        Judge(backend, samples=0)
+        Judge(backend, RefereeSpec(samples=0))
 
 
 def test_the_presentation_order_depends_on_the_key_not_on_the_batch():
-    judge = Judge(FakeReferee(), debias="shuffle")
+    judge = Judge(FakeReferee(), RefereeSpec(debias="shuffle"))
     alone = judge.judge([JudgeItem("q", list("abcdef"), key="x")])[0].shown
     batched = judge.judge([JudgeItem("q", list("abcdef"), key="y"), JudgeItem("q", list("abcdef"), key="x")])
     assert batched[1].shown == alone and batched[0].shown != alone
 
 
 def test_a_prefill_is_sent_as_the_start_of_the_reply_and_parsed_with_it():
-    from urpo_kit.config.schema import RefereePrompt
+    from urpo_kit.config.schema import RefereeSpec
 
     sent: list[list[dict[str, str]]] = []
 
@@ -157,7 +158,7 @@ def test_a_prefill_is_sent_as_the_start_of_the_reply_and_parsed_with_it():
             sent.extend(prompts)
             return [" 8" if i % 2 == 0 else "3 because it is short" for i in range(len(prompts))]
 
-    judge = Judge(Recorder(), mode="pointwise", debias="none", spec=RefereePrompt(prefill="Score:"))
+    judge = Judge(Recorder(), RefereeSpec(mode="pointwise", debias="none", prefill="Score:"))
     [verdict] = judge.judge([JudgeItem("q", ["a", "b"])])
     assert all(m[-1] == {"role": "assistant", "content": "Score:"} for m in sent)
     assert verdict.raw == ["Score: 8", "Score:3 because it is short"]

@@ -15,7 +15,7 @@ from typing import Callable
 import pytest
 import torch
 
-from urpo_kit.config.schema import RefereePrompt
+from urpo_kit.config.schema import RefereeSpec
 from urpo_kit.errors import UrpoError
 from urpo_kit.models import tiny_tokenizer
 from urpo_kit.referee import HFBackend, Judge, JudgeItem
@@ -56,7 +56,7 @@ def by_value(bias: float = 0.0) -> Callable[[list[tuple[str, str]]], dict[str, f
 def judge(logits, *, mode="pairwise", debias="none", **spec) -> Judge:
     tok = tiny_tokenizer()
     backend = HFBackend(ForcedLM(tok, logits), tok, batch_size=3)
-    return Judge(backend, mode=mode, debias=debias, spec=RefereePrompt(verdict="likelihood", **spec))
+    return Judge(backend, RefereeSpec(mode=mode, debias=debias, verdict="likelihood", **spec))
 
 
 def test_known_label_probabilities_give_the_known_verdict():

@@ -10,19 +10,19 @@ from hypothesis import strategies as st
 
 from urpo_kit.config.schema import LengthPenalty, RewardSpec
 from urpo_kit.errors import CodeNotAllowed
+from urpo_kit.plugins import resolve_callable
 from urpo_kit.rewards import (
     average_rank_rewards,
-    check_extract,
     choice_letter,
     combine,
     extract_answer,
+    extractor,
     get_verifier,
     parse_choice,
     parse_number,
     parse_ranking,
     parse_score,
     rank_to_rewards,
-    resolve_callable,
     score_ranking,
 )
 
@@ -70,16 +70,16 @@ def test_extract_answer(text: str, how: str, expected: str | None) -> None:
 
 
 @pytest.mark.parametrize("how", ["boxd", "tag:", "tag:<b>", "regex:", "regex:(unclosed"])
-def test_check_extract_rejects(how: str) -> None:
+def test_extractor_rejects(how: str) -> None:
     with pytest.raises(ValueError):
-        check_extract(how)
+        extractor(how)
     with pytest.raises(ValueError):
         extract_answer("x", how)
 
 
 def test_unknown_extract_lists_valid_methods() -> None:
     with pytest.raises(ValueError, match="boxed.*last_number.*tag:NAME"):
-        check_extract("bxoed")
+        extractor("bxoed")
 
 
 # --------------------------------------------------------------------------------------------- verifiers

@@ -13,7 +13,7 @@ from test_referee import FakeReferee, perfect_reply
 
 from urpo_kit.errors import UrpoError
 from urpo_kit.judge import JudgeSettings, reward_function
-from urpo_kit.judge.loadtest import run_load, running
+from serve_load import run_load, running
 from urpo_kit.judge.server import Batching, Limits, create_app
 
 ROW = {"id": "r", "prompt": "Pick the largest.", "responses": ["3", "9", "5"]}

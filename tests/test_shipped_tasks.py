@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from urpo_kit.compiler import PreparedTask, prepare_task
-from urpo_kit.config import load_task
-from urpo_kit.config.schema import PreferenceTask, VerifiableTask
+from urpo_kit.kinds import load_task
+from urpo_kit.kinds import PreferenceTask, VerifiableTask
 from urpo_kit.rewards import extract_answer, get_verifier, parse_number, parse_ranking, score_ranking
 from urpo_kit.sources import LoadedRows
-from urpo_kit.validate import check_task, gold_as_completion
+from urpo_kit.kinds.verifiable import gold_as_completion
+from urpo_kit.validate import check_task
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = sorted((ROOT / "tasks").glob("*.yaml"))
@@ -65,11 +66,11 @@ def test_offline_task_validates_on_every_row(name: str) -> None:
     spec = prepared.spec
     assert len(prepared.rows.rows) + len(prepared.rows.skipped) == (spec.source.limit or spec.source.n)
     assert len(prepared.rows.skipped) <= 0.002 * len(prepared.rows.rows)
-    assert check_task(prepared, allow_code=False)
+    assert check_task(prepared)
     sample = prepared if len(prepared.rows.rows) <= 300 else dataclasses.replace(
         prepared, rows=LoadedRows(prepared.rows.rows[:300], prepared.rows.row_numbers[:300]))
     for one in each_row(sample):
-        check_task(one, allow_code=False)
+        check_task(one)
 
 
 @pytest.mark.parametrize("name", OFFLINE)
@@ -87,7 +88,7 @@ def test_hub_task_validates_against_its_fixture(name: str) -> None:
     n_lines = len(fixture.read_text(encoding="utf-8").splitlines())
     assert len(prepared.rows.rows) == n_lines and not prepared.rows.skipped  # every fixture row renders
     for one in each_row(prepared):
-        summary = check_task(one, allow_code=False)
+        summary = check_task(one)
         assert summary
 
 
@@ -99,10 +100,10 @@ def test_preference_tasks_score_a_wrong_ranking_below_one(name: str) -> None:
     overrides = [path_override(FIXTURES / HUB_FIXTURES[spec.name])] if name in HUB else []
     prepared = prepare_task(ROOT / "tasks" / name, overrides, limit=20)
     for row, number in zip(prepared.rows.rows, prepared.rows.row_numbers):
-        ep = prepared.renderer.episode(row, row_number=number, seed=0, position=number)
-        labels = ep.meta["labels"]
-        reverse = "Ranking: " + " > ".join(f"[{labels[i]}]" for i in reversed(ep.gold))
-        assert score_ranking(parse_ranking(reverse, labels), ep.gold, spec.score) < 1.0
+        ep = prepared.task.episode(row, row_number=number, seed=0, position=number)
+        labels = ep.payload.labels
+        reverse = "Ranking: " + " > ".join(f"[{labels[i]}]" for i in reversed(ep.payload.gold))
+        assert score_ranking(parse_ranking(reverse, labels), ep.payload.gold, spec.score) < 1.0
 
 
 @pytest.mark.parametrize("name", [n for n in OFFLINE + HUB if SPECS[n].kind == "verifiable"])
@@ -113,7 +114,7 @@ def test_verifiable_tasks_reject_a_wrong_answer(name: str) -> None:
     prepared = prepare_task(ROOT / "tasks" / name, overrides, limit=20)
     verify = get_verifier(spec.answer.verifier)
     for row, number in zip(prepared.rows.rows, prepared.rows.row_numbers):
-        gold = prepared.renderer.episode(row, row_number=number).gold
+        gold = prepared.task.episode(row, row_number=number).payload.gold
         # "gold+1" under last-number extraction is "1", which is right when the gold is 1: append a digit instead
         off = f"{gold}1" if spec.answer.extract == "last_number" else f"{gold}+1"
         wrong = extract_answer(gold_as_completion(spec.answer.extract, off), spec.answer.extract)
@@ -132,16 +133,16 @@ def test_gsm8k_train_end_to_end() -> None:
     verify = get_verifier(spec.answer.verifier)
     failures = []
     for row, number in zip(prepared.rows.rows, prepared.rows.row_numbers):
-        ep = prepared.renderer.episode(row, row_number=number)
-        assert ep.gold == row["answer"].split("####")[-1].strip()
-        assert re.fullmatch(r"-?(\d+|\d{1,3}(,\d{3})+)(\.\d+)?", ep.gold), (number, ep.gold)
+        ep = prepared.task.episode(row, row_number=number)
+        assert ep.payload.gold == row["answer"].split("####")[-1].strip()
+        assert re.fullmatch(r"-?(\d+|\d{1,3}(,\d{3})+)(\.\d+)?", ep.payload.gold), (number, ep.payload.gold)
         assert ep.messages[-1]["content"] == row["question"]
-        completion = gold_as_completion(spec.answer.extract, ep.gold)
-        assert completion == f"The answer is \\boxed{{{ep.gold}}}."
+        completion = gold_as_completion(spec.answer.extract, ep.payload.gold)
+        assert completion == f"The answer is \\boxed{{{ep.payload.gold}}}."
         extracted = extract_answer(completion, spec.answer.extract)
-        if extracted is None or verify(extracted, ep.gold, **spec.answer.verifier_args) != 1.0:
-            failures.append((number, ep.gold, extracted))
+        if extracted is None or verify(extracted, ep.payload.gold, **spec.answer.verifier_args) != 1.0:
+            failures.append((number, ep.payload.gold, extracted))
         elif number % 250 == 0:  # and a nearby wrong number is refused
-            wrong = str(parse_number(ep.gold)[0] + 1)
-            assert verify(wrong, ep.gold, **spec.answer.verifier_args) == 0.0, (number, ep.gold, wrong)
+            wrong = str(parse_number(ep.payload.gold)[0] + 1)
+            assert verify(wrong, ep.payload.gold, **spec.answer.verifier_args) == 0.0, (number, ep.payload.gold, wrong)
     assert not failures, failures[:10]

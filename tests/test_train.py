@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from urpo_kit.cli import app
 from urpo_kit.config.loader import load_recipe
 from urpo_kit.config.schema import Recipe
+from urpo_kit.eval import run_suite
 from urpo_kit.train.metrics import read_metrics
 from urpo_kit.train.resume import ResumeError
 from urpo_kit.train.trainer import train
@@ -120,7 +121,7 @@ def test_cli_train_writes_the_run_folder_and_the_heldout_table(tmp_path: Path, m
     last = train_rows[-1]
     for key in ("regex/player/reward_mean", "regex/player/accuracy", "regex/player/zero_var_frac",
                 "pairs/referee/accuracy", "pairs/referee/parse_rate", "open/player/length_mean",
-                "open/referee/parse_rate", "open/referee/no_signal_rate", "self_referee/time_s", "loss", "reward"):
+                "open/referee/parse_rate", "open/referee/no_signal_rate", "open/referee/time_s", "loss", "reward"):
         assert any(key in r for r in train_rows), key
     assert last["open/referee/no_signal_rate"] == 1.0  # the tiny referee never writes a parseable ranking
 
@@ -140,7 +141,7 @@ def test_heldout_evaluation_runs_the_shared_eval_suite(tmp_path: Path):
     """The real `urpo_kit.eval.run_suite` on the quickstart's held-out suite, at step 0 and after one step."""
     suite = ROOT / "recipes" / "eval" / "quickstart-heldout.yaml"
     recipe = recipe_at(tmp_path, "grpo.steps=1", "eval.every=1", f"eval.suites=[{suite}]")
-    result = train(recipe, progress=False)
+    result = train(recipe, progress=False, run_suite=run_suite)
     assert sorted(result.heldout) == [0, 1]
     for metrics in result.heldout.values():
         assert 0.0 <= metrics["player/arithmetic-heldout/accuracy"] <= 1.0

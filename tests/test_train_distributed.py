@@ -60,7 +60,7 @@ class Recorded:
         with self.path.open("a") as f:
             for i, reward in enumerate(out):
                 if reward is not None:
-                    position = json.loads(kwargs["meta"][i])["position"]
+                    position = json.loads(kwargs["episode"][i])["position"]
                     text = kwargs["completions"][i][-1]["content"]
                     f.write(json.dumps({"rank": self.rank, "step": step, "position": position, "completion": text,
                                         "kind": self.fn.__name__, "reward": reward}) + "\n")

@@ -17,17 +17,12 @@ from test_referee import FakeReferee, scripted
 
 from urpo_kit.compiler import prepare_task
 from urpo_kit.config.schema import Grpo, Recipe, TaskRef
-from urpo_kit.recast import Episode
+from urpo_kit.kinds import Episode
 from urpo_kit.referee import SamplingParams
 from urpo_kit.train.layout import LayoutError, batch_layout
-from urpo_kit.train.metrics import curves, spearman
-from urpo_kit.train.rewards import (
-    OpenEndedReward,
-    PreferenceReward,
-    StepObserver,
-    VerifiableReward,
-    reward_functions,
-)
+from urpo_kit.rewards import spearman
+from urpo_kit.train.metrics import curves
+from urpo_kit.train.rewards import KindReward, StepObserver, reward_functions
 from urpo_kit.train.self_referee import PING, SelfReferee, StepBackend
 
 TASKS = Path(__file__).resolve().parents[1] / "tasks"
@@ -35,9 +30,9 @@ TASKS = Path(__file__).resolve().parents[1] / "tasks"
 
 def episodes(task: str, n: int, overrides: Sequence[str] = ()) -> tuple[Any, list[Episode]]:
     prepared = prepare_task(TASKS / task, overrides, limit=n)
-    eps = [prepared.renderer.episode(row, row_number=num, position=i)
+    eps = [prepared.task.episode(row, row_number=num, position=i)
            for i, (row, num) in enumerate(zip(prepared.rows.rows, prepared.rows.row_numbers))]
-    return prepared.spec, eps
+    return prepared.task, eps
 
 
 def trl_batch(groups: list[tuple[Episode, list[str]]], position_offset: int = 0) -> dict[str, Any]:
@@ -49,7 +44,7 @@ def trl_batch(groups: list[tuple[Episode, list[str]]], position_offset: int = 0)
             out["prompts"].append(record["prompt"])
             out["completions"].append([{"role": "assistant", "content": text}])
             out["completion_ids"].append(list(range(len(text.split()))))
-            for key in ("task", "kind", "gold", "meta"):
+            for key in ("task", "kind", "episode"):
                 out[key].append(record[key])
     return dict(out)
 
@@ -67,6 +62,11 @@ class Metrics:
         return statistics.fmean(self.values[name])
 
 
+def reward(kind: str, *tasks: Any) -> KindReward:
+    """The reward function of one kind over the given resolved tasks (those of that kind)."""
+    return KindReward(kind, [t for t in tasks if t.kind == kind])
+
+
 def recipe_for(*task_files: str) -> Recipe:
     return Recipe(tasks=[TaskRef(task=TASKS / f) for f in task_files])
 
@@ -74,10 +74,10 @@ def recipe_for(*task_files: str) -> Recipe:
 # --------------------------------------------------------------------------------------------- verifiable
 def test_verifiable_reward_on_crafted_completions():
     spec, [ep] = episodes("arithmetic.yaml", 1)
-    gold = ep.gold
+    gold = ep.payload.gold
     completions = [f"So \\boxed{{{gold}}}.", f"\\boxed{{{int(gold) + 1}}}", f"the answer is {gold}", ""]
     metrics = Metrics()
-    fn = VerifiableReward({spec.name: spec})
+    fn = reward("verifiable", spec)
     rewards = fn(**trl_batch([(ep, completions)]), log_metric=metrics)
     # correct 1.0 + format 0.1; a boxed wrong answer earns the format term only; no box earns nothing
     assert rewards == pytest.approx([1.1, 0.1, 0.0, 0.0])
@@ -91,17 +91,16 @@ def test_verifiable_reward_on_crafted_completions():
 def test_each_reward_function_returns_none_for_other_kinds():
     arith, [a] = episodes("arithmetic.yaml", 1)
     pairs, [p] = episodes("pairs-synthetic.yaml", 1)
-    tasks = {arith.name: arith, pairs.name: pairs}
     batch = trl_batch([(a, ["\\boxed{1}"] * 2), (p, ["Ranking: [1] > [2]"] * 2)])
-    assert VerifiableReward(tasks)(**batch)[2:] == [None, None]
-    assert PreferenceReward(tasks)(**batch)[:2] == [None, None]
-    assert all(r is not None for r in VerifiableReward(tasks)(**batch)[:2])
+    assert reward("verifiable", arith, pairs)(**batch)[2:] == [None, None]
+    assert reward("preference", arith, pairs)(**batch)[:2] == [None, None]
+    assert all(r is not None for r in reward("verifiable", arith, pairs)(**batch)[:2])
 
 
 def test_group_with_equal_rewards_counts_as_zero_variance():
     spec, [ep] = episodes("arithmetic.yaml", 1)
     metrics = Metrics()
-    VerifiableReward({spec.name: spec})(**trl_batch([(ep, ["no idea"] * 4)]), log_metric=metrics)
+    reward("verifiable", spec)(**trl_batch([(ep, ["no idea"] * 4)]), log_metric=metrics)
     assert metrics.values["arithmetic/player/zero_var_frac"] == [1.0]
     assert metrics.values["arithmetic/player/reward_std"] == [0.0]
 
@@ -109,11 +108,11 @@ def test_group_with_equal_rewards_counts_as_zero_variance():
 # --------------------------------------------------------------------------------------------- preference
 def test_preference_reward_scores_the_ranking_against_the_gold():
     spec, [ep] = episodes("pairs-synthetic.yaml", 1)
-    labels = ep.meta["labels"]
-    right = "Ranking: " + " > ".join(f"[{labels[i]}]" for i in ep.gold)
-    wrong = "Ranking: " + " > ".join(f"[{labels[i]}]" for i in reversed(ep.gold))
+    labels = ep.payload.labels
+    right = "Ranking: " + " > ".join(f"[{labels[i]}]" for i in ep.payload.gold)
+    wrong = "Ranking: " + " > ".join(f"[{labels[i]}]" for i in reversed(ep.payload.gold))
     metrics = Metrics()
-    rewards = PreferenceReward({spec.name: spec})(**trl_batch([(ep, [right, wrong, "I cannot decide.", right])]),
+    rewards = reward("preference", spec)(**trl_batch([(ep, [right, wrong, "I cannot decide.", right])]),
                                                   log_metric=metrics)
     assert rewards == pytest.approx([1.1, 0.1, 0.0, 1.1])
     assert metrics.mean("pairs-synthetic/referee/accuracy") == 0.5
@@ -124,9 +123,9 @@ def test_preference_reward_scores_the_ranking_against_the_gold():
 def test_a_prefilled_preference_prompt_is_continued_by_the_completion_and_parsed_with_its_start():
     spec, [ep] = episodes("pairs-synthetic.yaml", 1, ["referee.prefill='Ranking: ['"])
     assert ep.messages[-1] == {"role": "assistant", "content": "Ranking: ["}  # TRL continues a final assistant turn
-    labels = ep.meta["labels"]
-    right = f"{labels[ep.gold[0]]}] > [{labels[ep.gold[1]]}]"  # the completion alone: the prefill is the prompt's
-    rewards = PreferenceReward({spec.name: spec})(**trl_batch([(ep, [right, "?"])]), log_metric=Metrics())
+    labels = ep.payload.labels
+    right = f"{labels[ep.payload.gold[0]]}] > [{labels[ep.payload.gold[1]]}]"  # the completion alone: the prefill is the prompt's
+    rewards = reward("preference", spec)(**trl_batch([(ep, [right, "?"])]), log_metric=Metrics())
     assert rewards == pytest.approx([1.1, 0.0])
 
 
@@ -146,7 +145,7 @@ def test_self_referee_ranks_a_group_whose_order_is_known():
     referee = SelfReferee([spec], recipe_for("instructions-offline.yaml"), StepBackend(backend))
     metrics = Metrics()
     answers = ["answer 3", "answer 9", "answer 5", "answer 1"]
-    rewards = OpenEndedReward({spec.name: spec}, referee)(**trl_batch([(ep, answers)]), log_metric=metrics)
+    rewards = reward("open_ended", spec)(**trl_batch([(ep, answers)]), log_metric=metrics)
     # rank r of G=4 gets (4 - r) / 3; no length penalty below 200 tokens
     assert rewards == pytest.approx([1 / 3, 1.0, 2 / 3, 0.0])
     assert backend.calls == [1]  # one listwise judgment, one generate call
@@ -159,7 +158,7 @@ def test_self_referee_fixed_ranking_without_shuffle():
     spec, [ep] = open_ended(overrides=["self_referee.debias=none"])
     referee = SelfReferee([spec], recipe_for("instructions-offline.yaml"),
                           StepBackend(scripted("Ranking: [2] > [1] > [4] > [3]")))
-    rewards = OpenEndedReward({spec.name: spec}, referee)(**trl_batch([(ep, ["a", "b", "c", "d"])]))
+    rewards = reward("open_ended", spec)(**trl_batch([(ep, ["a", "b", "c", "d"])]))
     assert rewards == pytest.approx([2 / 3, 1.0, 0.0, 1 / 3])
 
 
@@ -167,7 +166,7 @@ def test_failed_referee_parse_gives_equal_rewards_and_is_counted():
     spec, [ep] = open_ended()
     referee = SelfReferee([spec], recipe_for("instructions-offline.yaml"), StepBackend(scripted("They are all good.")))
     metrics = Metrics()
-    rewards = OpenEndedReward({spec.name: spec}, referee)(**trl_batch([(ep, ["a", "bb", "c", "d"])]),
+    rewards = reward("open_ended", spec)(**trl_batch([(ep, ["a", "bb", "c", "d"])]),
                                                           log_metric=metrics)
     assert len(set(rewards)) == 1
     assert metrics.values["instructions-offline/referee/no_signal_rate"] == [1.0]
@@ -180,7 +179,7 @@ def test_all_open_ended_groups_of_a_step_are_judged_in_one_call():
     backend = FakeReferee()
     referee = SelfReferee([spec], recipe_for("instructions-offline.yaml"), StepBackend(backend))
     batch = trl_batch([(ep, [f"n {i}", f"n {i + 5}"]) for i, ep in enumerate(eps)])
-    rewards = OpenEndedReward({spec.name: spec}, referee)(**batch)
+    rewards = reward("open_ended", spec)(**batch)
     assert backend.calls == [3]
     assert rewards == pytest.approx([0.0, 1.0] * 3)
 
@@ -197,7 +196,7 @@ def test_a_rank_with_nothing_to_judge_still_calls_the_backend_once():
             return backend.generate(prompts, sampling)
 
     referee = SelfReferee([spec], recipe_for("instructions-offline.yaml"), StepBackend(Recording()))
-    rewards = OpenEndedReward({spec.name: spec, arith.name: arith}, referee)(**trl_batch([(a, ["x", "y"])]))
+    rewards = reward("open_ended", spec, arith)(**trl_batch([(a, ["x", "y"])]))
     assert rewards == [None, None]
     assert seen == [(1, 1)]  # one 1-token generation from the ping prompt, so collectives stay aligned
     assert backend.calls == [1]
@@ -218,7 +217,7 @@ def test_both_orders_agreement_is_logged():
     spec, [ep] = open_ended(overrides=["self_referee.debias=both_orders"])
     referee = SelfReferee([spec], recipe_for("instructions-offline.yaml"), StepBackend(FakeReferee()))
     metrics = Metrics()
-    OpenEndedReward({spec.name: spec}, referee)(**trl_batch([(ep, ["1", "22 22", "333 333 333", "4"])]),
+    reward("open_ended", spec)(**trl_batch([(ep, ["1", "22 22", "333 333 333", "4"])]),
                                                 log_metric=metrics)
     assert metrics.values["instructions-offline/referee/both_orders_agreement"] == [1.0]
     # the perfect referee ranks by value: 333 > 22 > 4 > 1, and length 3 > 2 > 1 = 1
@@ -228,7 +227,7 @@ def test_both_orders_agreement_is_logged():
 def test_positions_are_recorded_per_step():
     spec, [a, b] = episodes("arithmetic.yaml", 2)
     observer = StepObserver()
-    [fn] = reward_functions({spec.name: spec}, allow_code=False, referee=None, observer=observer)
+    [fn] = reward_functions([spec], observer=observer)
     fn(**trl_batch([(a, ["x", "y"]), (b, ["z", "w"])]), trainer_state=SimpleNamespace(global_step=6))
     assert observer.drain() == {7: [0, 1]}
     assert observer.drain() == {}
@@ -295,7 +294,7 @@ def test_likelihood_self_referee_gives_continuous_rewards_that_sum_to_one_per_gr
     referee = SelfReferee([spec], recipe_for("instructions-offline.yaml"), backend)
     referee.check(4)
     metrics = Metrics()
-    rewards = OpenEndedReward({spec.name: spec}, referee)(**trl_batch([(ep, ["1", "2", "3", "4"])]),
+    rewards = reward("open_ended", spec)(**trl_batch([(ep, ["1", "2", "3", "4"])]),
                                                           log_metric=metrics)
     assert rewards == pytest.approx([0.1, 0.2, 0.3, 0.4])  # value / (1 + 2 + 3 + 4), whatever the shuffle
     assert sum(rewards) == pytest.approx(1.0)
@@ -315,12 +314,12 @@ def test_likelihood_self_referee_is_refused_with_vllm_before_any_model_loads():
 
 def test_position_balance_pushes_back_against_the_position_a_referee_overuses():
     spec, [ep] = episodes("pairs-synthetic.yaml", 1, ["position_balance=1.0", "reward.format=0"])
-    labels = ep.meta["labels"]
+    labels = ep.payload.labels
     first, second = f"{labels[0]}] > [{labels[1]}]", f"{labels[1]}] > [{labels[0]}]"
-    rewards = PreferenceReward({spec.name: spec})(**trl_batch([(ep, [first, first, first, second])]))
-    correct_first = ep.gold[0] == 0
+    rewards = reward("preference", spec)(**trl_batch([(ep, [first, first, first, second])]))
+    correct_first = ep.payload.gold[0] == 0
     # 3 of 4 picks at position 0: picking it earns no bonus, picking position 1 gains 0.5 - 0.25
     assert rewards[0] == pytest.approx(float(correct_first))
     assert rewards[3] == pytest.approx(float(not correct_first) + 0.25)
-    balanced = PreferenceReward({spec.name: spec})(**trl_batch([(ep, [first, second])]))
+    balanced = reward("preference", spec)(**trl_batch([(ep, [first, second])]))
     assert balanced == pytest.approx([float(correct_first), float(not correct_first)])  # no term when balanced

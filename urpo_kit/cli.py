@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import warnings
 from pathlib import Path
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 import typer
 from rich.console import Console
@@ -49,12 +49,14 @@ def validate(
     overrides: List[str] = typer.Option([], "--set", "-s", help="key.path=value override (repeatable)"),
     allow_code: bool = typer.Option(False, "--allow-code", help="allow dotted-path pkg.mod:fn verifiers/generators"),
     strict: bool = typer.Option(False, "--strict", help="fail when a hub source cannot be reached (default: warn)"),
+    rows: Optional[int] = typer.Option(None, "--rows", min=1, help="read at most N rows per source (default: all)"),
 ) -> None:
-    """Check tasks and recipes: schema, one row per source, every template, the verifier on the gold answer."""
+    """Check tasks, recipes and eval suites as deep as training goes before its model loads: schema, names, every
+    row of each source, every template, a referee prefill, the reward path on the gold answer, a recipe's suites."""
     from urpo_kit.validate import validate_files
 
     failed = validate_files(files, overrides, allow_code=allow_code, strict=strict, console=console,
-                            err_console=err_console)
+                            err_console=err_console, rows=rows)
     if failed:
         raise typer.Exit(2)
 
@@ -75,20 +77,10 @@ def render(
 
     prepared = prepare_task(task, overrides, allow_code=allow_code, limit=n)
     for row, number in zip(prepared.rows.rows, prepared.rows.row_numbers):
-        ep = prepared.renderer.episode(row, row_number=number, seed=seed)
+        ep = prepared.task.episode(row, row_number=number, seed=seed)
         body = "\n\n".join(f"[bold]{m['role']}[/bold]\n{_escape(m['content'])}" for m in ep.messages)
-        body += f"\n\n[bold green]gold[/bold green] {_escape(_gold_text(ep))}"
+        body += f"\n\n[bold green]gold[/bold green] {_escape(ep.payload.gold_text())}"
         console.print(Panel(body, title=f"{ep.task} ({ep.kind}) row {number}", expand=False))
-
-
-def _gold_text(ep) -> str:
-    """A preference gold holds shown positions (0-based); show it with the labels the prompt uses instead."""
-    if ep.kind == "preference":
-        labels = ep.meta["labels"]
-        return "Ranking: " + " > ".join(f"[{labels[i]}]" for i in ep.gold)
-    if ep.gold is None:
-        return "none (the model ranks its own answers)"
-    return str(ep.gold)
 
 
 def _escape(text: str) -> str:
@@ -109,7 +101,7 @@ def tasks(
         for name, fn in sorted(GENERATORS.items()):
             console.print(f"[bold]{name}[/bold]  {(fn.__doc__ or '').strip().splitlines()[0]}")
         return
-    from urpo_kit.config.loader import load_task
+    from urpo_kit.kinds import load_task
     from urpo_kit.sources import describe_source
 
     # names and kinds are never cut to `…` (at 80 columns, e.g. piped, they were); the rest folds or wraps

@@ -19,10 +19,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from urpo_kit.config.loader import load_task, locate_render_error, origin_of
-from urpo_kit.config.schema import Recipe, TaskSpec
-from urpo_kit.errors import ConfigError, Problem, SourceError
-from urpo_kit.recast import Episode, RenderError, TaskRenderer, stable_seed
+from urpo_kit.config.loader import locate, origin_of
+from urpo_kit.config.schema import Recipe, TaskBase
+from urpo_kit.errors import ConfigError, FieldError, Problem, SourceError
+from urpo_kit.kinds import Episode, ResolvedTask, load_task, resolve
+from urpo_kit.recast import stable_seed
 from urpo_kit.sources import LoadedRows, SkippedRow, load_rows
 
 logger = logging.getLogger(__name__)
@@ -30,16 +31,20 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class PreparedTask:
-    """A validated task with its rows loaded and its templates compiled; rows that fail to render are dropped."""
+    """A resolved task (names looked up, templates compiled) with its rows loaded; rows that fail to render are
+    dropped and counted."""
 
-    spec: TaskSpec
-    renderer: TaskRenderer
+    task: ResolvedTask
     rows: LoadedRows
     weight: float = 1.0
 
     @property
+    def spec(self) -> TaskBase:
+        return self.task.spec
+
+    @property
     def name(self) -> str:
-        return self.spec.name
+        return self.task.name
 
 
 def prepare_task(path: Path | str, overrides: Sequence[str] = (), *, allow_code: bool = False,
@@ -51,19 +56,16 @@ def prepare_task(path: Path | str, overrides: Sequence[str] = (), *, allow_code:
     return prepare_spec(spec, allow_code=allow_code, weight=weight)
 
 
-def prepare_spec(spec: TaskSpec, *, allow_code: bool = False, weight: float = 1.0) -> PreparedTask:
+def prepare_spec(spec: TaskBase, *, allow_code: bool = False, weight: float = 1.0) -> PreparedTask:
     origin = origin_of(spec)
     base_dir = origin.parent if origin else None
-    try:
-        renderer = TaskRenderer(spec, base_dir)
-    except RenderError as e:
-        raise ConfigError(locate_render_error(spec, e)) from None
+    task = resolve(spec, allow_code=allow_code)
     loaded = load_rows(spec.source, base_dir=base_dir, allow_code=allow_code, origin=str(origin) if origin else None)
     kept_rows, kept_numbers, first_error = [], [], None
     for row, number in zip(loaded.rows, loaded.row_numbers):
         try:
-            renderer.episode(row, row_number=number)
-        except RenderError as e:
+            task.episode(row, row_number=number)
+        except FieldError as e:
             first_error = first_error or e
             loaded.skipped.append(SkippedRow(number, str(e)))
             continue
@@ -72,13 +74,13 @@ def prepare_spec(spec: TaskSpec, *, allow_code: bool = False, weight: float = 1.
     if first_error is not None and (
         not kept_rows or len(loaded.skipped) > spec.source.max_error_fraction * max(loaded.total_seen, 1)
     ):
-        problem = locate_render_error(spec, first_error)
+        problem = locate(spec, first_error)
         summary = f" [{len(loaded.skipped)} of {loaded.total_seen} rows fail]"
         raise ConfigError(dataclasses.replace(problem, message=problem.message + summary))
     loaded.rows, loaded.row_numbers = kept_rows, kept_numbers
     if not kept_rows:
         raise SourceError(f"{origin or spec.name}: source {loaded.description} gave no usable rows")
-    return PreparedTask(spec, renderer, loaded, weight)
+    return PreparedTask(task, loaded, weight)
 
 
 def prepare_recipe_tasks(recipe: Recipe) -> list[PreparedTask]:
@@ -161,9 +163,9 @@ class MixedStream:
         ti, k = self.schedule[position]
         task = self.tasks[ti]
         idx = self._row_index(ti, k)
-        ep = task.renderer.episode(task.rows.rows[idx], row_number=task.rows.row_numbers[idx], seed=self.seed,
-                                   position=position)
-        ep.meta["epoch"] = k // len(task.rows.rows)
+        ep = task.task.episode(task.rows.rows[idx], row_number=task.rows.row_numbers[idx], seed=self.seed,
+                               position=position)
+        ep.epoch = k // len(task.rows.rows)
         return ep
 
     def episodes(self, start: int = 0, stop: int | None = None) -> Iterator[Episode]:

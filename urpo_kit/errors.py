@@ -39,6 +39,19 @@ class ConfigError(UrpoError):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+class FieldError(UrpoError):
+    """A problem with one field of a task (`player.prompt`, `answer.verifier`), raised where the field is resolved or
+    used; the caller that holds the task's positions turns it into a located Problem (`config.loader.locate`).
+    `template_file`/`template_line` say where inside a template file, `row_number` which source row."""
+
+    def __init__(self, field: str, message: str, *, template_file: Path | None = None,
+                 template_line: int | None = None, row_number: int | None = None):
+        self.field, self.message = field, message
+        self.template_file, self.template_line, self.row_number = template_file, template_line, row_number
+        where = f" (row {row_number})" if row_number is not None else ""
+        super().__init__(f"{field}: {message}{where}")
+
+
 class SourceError(UrpoError):
     """A data source cannot be read, or too many of its rows are malformed."""
 

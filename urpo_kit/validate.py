@@ -1,101 +1,65 @@
 """`urpo-kit validate`: check task and recipe files before any training.
 
-For a task: the schema, one row of its source, every template on that row, and the reward path on the gold itself
-(a verifiable task's gold, written the way the extractor expects, must extract and verify; a preference task's gold
-ranking, written as the referee should, must parse and score 1). A recipe: the schema, then each task it names.
+As deep as training goes before its model loads: for a task, the schema, its names resolved (verifier, extractor,
+templates), every row of its source rendered (`--rows N` bounds it; skipped rows are listed by row number with their
+share of all rows read), a referee prefill against the template's answer line, and the reward path on the first
+row's gold (a verifiable task's gold, written the way the extractor expects, must extract and verify; a preference
+task's gold ranking, written as the referee should, must parse and score 1). A recipe: its schema and model name,
+each task it names, and its eval suites; a suite: its model names, each benchmark's task (of the benchmark's kind)
+and each benchmark's own source.
 """
 
 from __future__ import annotations
 
-import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import yaml
+from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 
 from urpo_kit.compiler import PreparedTask, override_strings, prepare_task
-from urpo_kit.config.loader import load_recipe
-from urpo_kit.config.schema import OpenEndedTask, PreferenceTask, VerifiableTask
-from urpo_kit.errors import CodeNotAllowed, ConfigError, Problem, SourceUnavailable, UrpoError
-from urpo_kit.recast import stable_seed
-from urpo_kit.rewards import check_extract, extract_answer, get_verifier, parse_ranking, score_ranking
+from urpo_kit.config.loader import load_recipe, locate, origin_of, position_of
+from urpo_kit.config.schema import ModelSpec
+from urpo_kit.config.suite import load_suite
+from urpo_kit.errors import ConfigError, FieldError, Problem, SourceError, SourceUnavailable, UrpoError
+from urpo_kit.kinds import load_task, resolve
+from urpo_kit.sources import describe_skipped, load_rows
 
 
-def gold_as_completion(extract: str, gold: str) -> str:
-    """Write the gold answer the way a well-behaved model would, so the extractor is exercised too."""
-    if extract == "boxed":
-        return f"The answer is \\boxed{{{gold}}}."
-    if extract.startswith("tag:"):
-        tag = extract.split(":", 1)[1]
-        return f"<{tag}>{gold}</{tag}>"
-    return gold
+def check_task(prepared: PreparedTask) -> str:
+    """Run the kind's reward-path check on the first row; return a one-line summary or raise a located ConfigError."""
+    row, number = prepared.rows.rows[0], prepared.rows.row_numbers[0]
+    try:
+        return prepared.task.check(prepared.task.episode(row, row_number=number))
+    except FieldError as e:
+        raise ConfigError(locate(prepared.spec, e)) from None
 
 
-def check_task(prepared: PreparedTask, *, allow_code: bool) -> str:
-    """Run the reward path on the first row's gold; return a one-line summary or raise ConfigError."""
-    spec, row, number = prepared.spec, prepared.rows.rows[0], prepared.rows.row_numbers[0]
-    episode = prepared.renderer.episode(row, row_number=number)
+@dataclass(frozen=True)
+class TaskCheck:
+    """One task to validate, and where it was named: a suite benchmark's task must be of the benchmark's kind."""
 
-    def fail(field: str, message: str, row: bool = True) -> ConfigError:
-        from urpo_kit.config.loader import position_of
-
-        file, line, column = position_of(spec, field)
-        return ConfigError(Problem(file, line, column, field, f"{message} (row {number})" if row else message))
-
-    if isinstance(spec, VerifiableTask):
-        # every failure here is located at the YAML field it comes from: a bad name, a dotted path without
-        # --allow-code, wrong verifier_args or a verifier that raises are configuration errors, not tracebacks
-        try:
-            check_extract(spec.answer.extract)
-        except ValueError as e:
-            raise fail("answer.extract", str(e), row=False) from None
-        try:
-            verifier = get_verifier(spec.answer.verifier, allow_code=allow_code)
-        except (ValueError, CodeNotAllowed) as e:
-            raise fail("answer.verifier", str(e), row=False) from None
-        completion = gold_as_completion(spec.answer.extract, episode.gold)
-        extracted = extract_answer(completion, spec.answer.extract)
-        if extracted is None:
-            raise fail("answer.extract", f"`{spec.answer.extract}` extracts nothing from the gold {completion!r}")
-        try:
-            score = float(verifier(extracted, episode.gold, **spec.answer.verifier_args))
-        except TypeError as e:
-            field = "answer.verifier_args" if spec.answer.verifier_args else "answer.verifier"
-            raise fail(field, f"calling verifier `{spec.answer.verifier}`: {e}") from None
-        except Exception as e:  # noqa: BLE001 - a user verifier failing on the gold is a task problem
-            raise fail("answer.verifier", f"verifier `{spec.answer.verifier}` failed on the gold: "
-                                          f"{type(e).__name__}: {e}") from None
-        if score < 1.0:
-            raise fail("answer.verifier", f"gold {episode.gold!r} does not verify against itself (score {score})")
-        return f"gold {episode.gold!r} verifies"
-    if isinstance(spec, PreferenceTask):
-        labels = episode.meta["labels"]
-        verdict = "Ranking: " + " > ".join(f"[{labels[i]}]" for i in episode.gold)
-        parsed = parse_ranking(verdict, labels)
-        if parsed is None or score_ranking(parsed, episode.gold, spec.score) < 1.0:
-            raise fail("referee.template", f"the gold ranking {verdict!r} does not parse back to itself")
-        return f"{episode.meta['n']} candidates, gold {verdict!r}"
-    assert isinstance(spec, OpenEndedTask)
-    placeholders = [f"(answer {i + 1})" for i in range(2 if spec.self_referee.mode == "pairwise" else 4)]
-    if spec.self_referee.mode == "pointwise":
-        placeholders = placeholders[:1]
-    prepared.renderer.self_referee.render(episode.meta["instruction"], placeholders,
-                                          random.Random(stable_seed("validate", spec.name)))
-    return f"player and {spec.self_referee.mode} self-referee prompts render"
+    label: str
+    path: Path
+    overrides: list[str]
+    allow_code: bool
+    kind: str | None = None                         # the kind the naming benchmark needs
+    named_at: tuple[BaseModel, str] | None = None   # (suite, field) that names the task
 
 
 def validate_files(files: Sequence[Path], overrides: Sequence[str], *, allow_code: bool, strict: bool,
-                   console: Console, err_console: Console) -> int:
-    """Validate each file; print one line per task. Returns the number of files with errors."""
+                   console: Console, err_console: Console, rows: int | None = None) -> int:
+    """Validate each file; print one line per task. Returns the number of files with errors. `rows` bounds the
+    rows read per source (default: all of them, as training reads them)."""
     failed = 0
     for path in files:
         try:
             kind = _file_kind(path)
-            for label, task_path, task_overrides, weight_allow in _expand(path, kind, overrides, allow_code):
-                _validate_task(label, task_path, task_overrides, allow_code=weight_allow, strict=strict,
-                               console=console, err_console=err_console)
+            for check in _expand(path, kind, overrides, allow_code, rows):
+                _validate_task(check, rows=rows, strict=strict, console=console, err_console=err_console)
             if kind == "suite":
                 console.print(f"ok {escape(str(path))} (eval suite)", highlight=False, soft_wrap=True)
         except UrpoError as e:
@@ -109,24 +73,61 @@ def validate_files(files: Sequence[Path], overrides: Sequence[str], *, allow_cod
     return failed
 
 
-def _expand(path: Path, kind: str, overrides: Sequence[str], allow_code: bool):
-    """A task file is itself; a recipe expands to its tasks (with the recipe's per-task overrides), an eval suite to
-    the tasks its benchmarks name (with their overrides); benchmarks with their own source are checked by loading."""
+def _located(model: BaseModel, field: str, message: str) -> ConfigError:
+    mark = position_of(model, field)
+    return ConfigError(Problem(mark.file, mark.line, mark.column, field, message))
+
+
+def _check_model(model: BaseModel, field: str, spec: ModelSpec) -> None:
+    """A model name's form (and a bundled, tiny or local model's existence), located at the field that names it."""
+    from urpo_kit.models import check_model_name
+
+    try:
+        check_model_name(spec.name, spec.revision)
+    except UrpoError as e:
+        raise _located(model, field, str(e)) from None
+
+
+def _expand(path: Path, kind: str, overrides: Sequence[str], allow_code: bool, rows: int | None) -> Iterator[TaskCheck]:
+    """A task file is itself; a recipe expands to its tasks (with the recipe's per-task overrides) and its eval
+    suites; an eval suite to the tasks its benchmarks name (with their overrides), its benchmarks' own sources
+    being read here."""
     if kind == "recipe":
         recipe = load_recipe(path, overrides)
+        _check_model(recipe, "model.name", recipe.model)
         for ref in recipe.tasks:
-            yield f"{path} -> {ref.task.name}", ref.task, override_strings(ref.overrides), allow_code or recipe.allow_code
+            yield TaskCheck(f"{path} -> {ref.task.name}", ref.task, override_strings(ref.overrides),
+                            allow_code or recipe.allow_code)
+        for i, suite in enumerate(recipe.eval.suites):
+            if not suite.is_file():
+                raise _located(recipe, f"eval.suites.{i}", f"eval suite `{suite}` does not exist")
+            yield from _suite(suite, [], allow_code or recipe.allow_code, rows)
     elif kind == "suite":
-        from urpo_kit.config.suite import load_suite
-
-        suite = load_suite(path, overrides)
-        for bench in [*suite.player, *suite.referee, *suite.winrate]:
-            if bench.task is not None:
-                overrides_of = override_strings(getattr(bench, "overrides", {}))
-                yield (f"{path} -> {bench.name or bench.task.name}", bench.task, overrides_of,
-                       allow_code or suite.allow_code)
+        yield from _suite(path, overrides, allow_code, rows)
     else:
-        yield str(path), path, list(overrides), allow_code
+        yield TaskCheck(str(path), path, list(overrides), allow_code)
+
+
+def _suite(path: Path, overrides: Sequence[str], allow_code: bool, rows: int | None) -> Iterator[TaskCheck]:
+    suite = load_suite(path, overrides)
+    allow = allow_code or suite.allow_code
+    _check_model(suite, "model.name", suite.model)
+    origin = origin_of(suite)
+    for section in ("player", "referee", "winrate"):
+        for i, bench in enumerate(getattr(suite, section)):
+            if getattr(bench, "judge", None) is not None:
+                _check_model(suite, f"{section}.{i}.judge.name", bench.judge)
+            if bench.task is not None:
+                yield TaskCheck(f"{path} -> {bench.name or bench.task.name}", bench.task,
+                                override_strings(bench.overrides), allow, bench.kind, (suite, f"{section}.{i}.task"))
+            elif getattr(bench, "source", None) is not None:
+                source = bench.source if rows is None else bench.source.model_copy(update={"limit": rows})
+                try:
+                    load_rows(source, base_dir=origin.parent if origin else None, allow_code=allow)
+                except SourceUnavailable:
+                    continue  # a hub source offline: reported like a task's, by the benchmark that reads it
+                except SourceError as e:
+                    raise _located(suite, f"{section}.{i}.source", str(e)) from None
 
 
 def _file_kind(path: Path) -> str:
@@ -143,16 +144,39 @@ def _file_kind(path: Path) -> str:
     return "suite" if any(isinstance(data.get(k), list) for k in ("player", "referee", "winrate")) else "task"
 
 
-def _validate_task(label: str, path: Path, overrides: Sequence[str], *, allow_code: bool, strict: bool,
-                   console: Console, err_console: Console) -> None:
+def _validate_task(check: TaskCheck, *, rows: int | None, strict: bool, console: Console,
+                   err_console: Console) -> None:
+    label = check.label
     try:
-        prepared = prepare_task(path, overrides, allow_code=allow_code, limit=1)
+        prepared = prepare_task(check.path, check.overrides, allow_code=check.allow_code, limit=rows)
     except SourceUnavailable as e:
         if strict:
             raise
+        spec = load_task(check.path, check.overrides)
+        resolve(spec, allow_code=check.allow_code)
+        _check_kind(check, spec.kind)
         err_console.print(f"[yellow]warning[/yellow] {escape(f'{label}: schema and templates ok; rows not checked: {e}')}",
                           highlight=False, soft_wrap=True)
         return
-    summary = check_task(prepared, allow_code=allow_code)
-    console.print(f"[green]ok[/green] {escape(f'{label} ({prepared.spec.kind}): {summary}')}", highlight=False,
-                  soft_wrap=True)
+    _check_kind(check, prepared.task.kind)
+    summary = check_task(prepared)
+    loaded = prepared.rows
+    if loaded.skipped:
+        share = len(loaded.skipped) / max(loaded.total_seen, 1)
+        note = (f"{label}: {len(loaded.skipped)} of {loaded.total_seen} rows of {loaded.description} are skipped "
+                f"({share:.1%}; the limit is max_error_fraction={prepared.spec.source.max_error_fraction}): "
+                f"{describe_skipped(loaded.skipped)}")
+        err_console.print(f"[yellow]warning[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
+    read = f"{loaded.total_seen} rows read" + ("" if rows is None else f" (--rows {rows})")
+    console.print(f"[green]ok[/green] {escape(f'{label} ({prepared.spec.kind}): {summary}; {read}')}",
+                  highlight=False, soft_wrap=True)
+
+
+def _check_kind(check: TaskCheck, kind: str) -> None:
+    """A suite's player benchmarks need verifiable tasks, its referee benchmarks preference tasks, its win rates
+    open-ended ones: caught here rather than when the benchmark runs, after the model has loaded."""
+    if check.kind is not None and kind != check.kind and check.named_at is not None:
+        suite, field = check.named_at
+        section = field.split(".")[0]
+        raise _located(suite, field, f"a `{section}` benchmark needs a {check.kind} task; {check.path.name} is "
+                                     f"{kind}")

@@ -5,10 +5,9 @@ from urpo_kit.config.loader import (
     PositionMap,
     load_model,
     load_recipe,
-    load_task,
     load_yaml,
     load_yaml_documents,
-    locate_render_error,
+    locate,
     origin_of,
     position_of,
 )
@@ -18,10 +17,9 @@ __all__ = [
     "PositionMap",
     "load_model",
     "load_recipe",
-    "load_task",
     "load_yaml",
     "load_yaml_documents",
-    "locate_render_error",
+    "locate",
     "origin_of",
     "position_of",
 ]

@@ -17,17 +17,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, Union
+from typing import Any, NamedTuple, TypeVar, Union
 
 import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from urpo_kit.config.schema import OutputPath, Recipe, TaskFile, TaskSpec, TemplatePath
-from urpo_kit.errors import ConfigError, Problem
-
-if TYPE_CHECKING:
-    from urpo_kit.recast import RenderError
+from urpo_kit.config.schema import OutputPath, Recipe, TemplatePath
+from urpo_kit.errors import ConfigError, FieldError, Problem
 
 __all__ = [
     "Mark",
@@ -35,7 +32,6 @@ __all__ = [
     "load_yaml",
     "load_yaml_documents",
     "load_model",
-    "load_task",
     "load_recipe",
     "origin_of",
 ]
@@ -686,14 +682,11 @@ def _without_misspelt_missing(problems: list[Problem]) -> list[Problem]:
     ]
 
 
-def load_model(cls: type[M], path: str | os.PathLike[str], overrides: Overrides = ()) -> M:
-    """Any pydantic model (e.g. an eval suite) from a YAML file, with located errors and resolved paths."""
-    return _load(cls, path, overrides)
-
-
-def load_task(path: str | os.PathLike[str], overrides: Overrides = ()) -> TaskSpec:
-    """A task YAML as its TaskSpec (validated through TaskFile so that `kind` picks the model)."""
-    return _load(TaskFile, path, overrides, wrap="task")
+def load_model(cls: type[M], path: str | os.PathLike[str], overrides: Overrides = (), *, wrap: str | None = None) -> Any:
+    """Any pydantic model (e.g. an eval suite) from a YAML file, with located errors and resolved paths. With
+    `wrap`, the file is validated as the field `wrap` of `cls` and that field's value is returned (a wrapper model
+    lets a discriminated union of task kinds report field paths that start at the file's root)."""
+    return _load(cls, path, overrides, wrap)
 
 
 def load_recipe(path: str | os.PathLike[str], overrides: Overrides = ()) -> Recipe:
@@ -715,8 +708,8 @@ def position_of(model: BaseModel, field: str) -> Mark:
     return positions.value(loc)
 
 
-def locate_render_error(task: BaseModel, err: "RenderError") -> Problem:
-    """A template error as a located Problem: in the template file when it came from one, else at the YAML field."""
+def locate(task: BaseModel, err: FieldError) -> Problem:
+    """A field error as a located Problem: in the template file when it came from one, else at the YAML field."""
     row = f" (row {err.row_number})" if err.row_number is not None else ""
     if err.template_file is not None:
         return Problem(err.template_file, err.template_line, None, err.field, err.message + row)

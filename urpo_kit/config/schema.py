@@ -7,7 +7,7 @@ Paths stay as written here; the loader resolves them against the YAML file's fol
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
@@ -88,16 +88,34 @@ class Prompt(Strict):
 
 VerdictKind = Literal["sample", "likelihood"]
 VERDICTS: tuple[str, ...] = get_args(VerdictKind)
+Mode = Literal["listwise", "pairwise", "pointwise"]
+MODES: tuple[str, ...] = get_args(Mode)
+Debias = Literal["none", "shuffle", "both_orders"]
+DEBIAS: tuple[str, ...] = get_args(Debias)
+LabelStyle = Literal["numbers", "letters"]
 
 
-class RefereePrompt(Strict):
-    """How candidates are shown to the referee: a template that receives `prompt`, `candidates`, `labels`, `n`."""
+class Sampling(Strict):
+    """Sampling settings; unset fields fall back to the defaults of where they are used (a recipe's role, a suite's
+    role, a command's options), merged in one place: `SamplingParams.merge`."""
 
+    temperature: float | None = Field(None, ge=0.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    max_new_tokens: int | None = Field(None, ge=1)
+
+
+class RefereeSpec(Strict):
+    """The one referee spec: how candidates are shown to the referee (a template that receives `prompt`,
+    `candidates`, `labels`, `n`, `scale`) and how its verdict is reached. Used by preference tasks (`referee`),
+    open-ended tasks (`self_referee`), eval suites and `urpo-kit judge`/`serve`."""
+
+    mode: Mode = Field("listwise", description="listwise: rank all candidates in one judgment; pairwise: every "
+                                               "pair; pointwise: score each candidate on `scale`")
     system: str | None = Field(None, description="system message (Jinja2)")
     template: Annotated[Path | None, TemplatePath()] = Field(
         None, description="referee template file; default by mode: referee/rank.j2 (listwise), pair.j2, score.j2"
     )
-    labels: Literal["numbers", "letters"] = Field("numbers", description="candidate labels: [1] [2] ... or [A] [B] ...")
+    labels: LabelStyle = Field("numbers", description="candidate labels: [1] [2] ... or [A] [B] ...")
     shuffle: bool = Field(True, description="show candidates in a seeded shuffled order (the permutation is kept)")
     prefill: str | None = Field(
         None, description="start of the referee's reply, which the model continues and the parser reads with it, "
@@ -112,9 +130,13 @@ class RefereePrompt(Strict):
     scale: tuple[int, int] = Field(
         (1, 10), description="pointwise score range [low, high], given to the template as `scale`; "
                              "`verdict: likelihood` needs every score to be one token (e.g. [1, 9] where 10 is two)")
+    debias: Debias = Field("shuffle", description="presentation order per judgment: as given (none), a seeded "
+                                                  "shuffle, or both_orders (an order and its reverse, averaged)")
+    samples: int = Field(1, ge=1, description="judgments per comparison, averaged")
+    sampling: Sampling = Field(default_factory=Sampling, description="overrides of the referee role's sampling")
 
     @model_validator(mode="after")
-    def _scale_order(self) -> "RefereePrompt":
+    def _scale_order(self) -> "RefereeSpec":
         if self.scale[0] >= self.scale[1]:
             raise ValueError(f"scale must be [low, high] with low < high, got {list(self.scale)}")
         return self
@@ -145,24 +167,6 @@ class Answer(Strict):
     verifier_args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the verifier")
 
 
-class Sampling(Strict):
-    """Sampling settings for one role; unset fields fall back to the recipe's role defaults."""
-
-    temperature: float | None = Field(None, ge=0.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    max_new_tokens: int | None = Field(None, ge=1)
-
-
-class SelfReferee(RefereePrompt):
-    """The current model judging its own G answers to an open-ended prompt."""
-
-    mode: Literal["listwise", "pairwise", "pointwise"] = Field("listwise")
-    samples: int = Field(1, ge=1, description="referee samples averaged per group")
-    debias: Literal["none", "shuffle", "both_orders"] = Field("shuffle")
-    sampling: Sampling = Field(default_factory=Sampling)
-    train_judgments: bool = Field(False, description="also train on the self-referee's judgments (off in the paper)")
-
-
 # --------------------------------------------------------------------------------------------- tasks
 class TaskBase(Strict):
     _origin: Path | None = PrivateAttr(None)  # the YAML file this task was loaded from (set by the loader)
@@ -176,49 +180,6 @@ class TaskBase(Strict):
         description="template variables as Jinja2 expressions over the raw row (a column name is one); raw columns stay visible",
     )
     reward: RewardSpec = Field(default_factory=RewardSpec)
-
-
-class VerifiableTask(TaskBase):
-    """Player task with a ground-truth answer checked by a verifier."""
-
-    kind: Literal["verifiable"]
-    player: Prompt
-    answer: Answer
-
-
-class PreferenceTask(TaskBase):
-    """Referee task: rank candidates whose gold order is known (best first)."""
-
-    kind: Literal["preference"]
-    prompt: str = Field("{{ prompt }}", description="Jinja2: the question the candidates answer")
-    candidates: str = Field("ranked", description="Jinja2 expression giving the candidate list, best first")
-    referee: RefereePrompt = Field(default_factory=RefereePrompt)
-    score: Literal["exact", "top1", "kendall", "pairwise"] = Field("exact")
-    min_candidates: int = Field(2, ge=2)
-    max_candidates: int = Field(8, ge=2)
-    position_balance: float = Field(
-        0.0, ge=0.0, description="training only: a judgment whose top pick sits at shown position j gains "
-        "weight x max(0, 1/N - f_j), f_j being the share of this step's judgments of the task that picked position "
-        "j. With shuffled candidates the best one is equally likely at every position, so this rewards a referee "
-        "for leaving a position it overuses; no bonus when picks are balanced, and a parsed pick never scores "
-        "below an unparsed one")
-
-
-class OpenEndedTask(TaskBase):
-    """Player task with no reference: the current model ranks its own G answers."""
-
-    kind: Literal["open_ended"]
-    player: Prompt
-    self_referee: SelfReferee = Field(default_factory=SelfReferee)
-
-
-TaskSpec = Annotated[Union[VerifiableTask, PreferenceTask, OpenEndedTask], Field(discriminator="kind")]
-
-
-class TaskFile(Strict):
-    """Wrapper so that one TypeAdapter validates any kind of task with field paths that start at the root."""
-
-    task: TaskSpec
 
 
 # --------------------------------------------------------------------------------------------- recipe

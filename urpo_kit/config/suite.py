@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, PrivateAttr, model_validator
 
 from urpo_kit.config.loader import Overrides, load_model
-from urpo_kit.config.schema import ModelSpec, OutputPath, RefereePrompt, RoleSampling, Sampling, Source, Strict
+from urpo_kit.config.schema import ModelSpec, OutputPath, RefereeSpec, RoleSampling, Sampling, Source, Strict
 
 __all__ = ["EvalSuite", "EvalSampling", "PlayerBenchmark", "RefereeBenchmark", "WinRateBenchmark", "load_suite"]
 
@@ -28,6 +28,8 @@ class EvalSampling(Strict):
 
 
 class _Benchmark(Strict):
+    kind: ClassVar[str]   # the task kind a benchmark's `task` must be
+
     name: str | None = Field(None, pattern=NAME_PATTERN,
                              description="metrics key (`player/NAME/accuracy`); default: the task's name")
     overrides: dict[str, Any] = Field(default_factory=dict, description="key.path: value overrides for `task`")
@@ -37,6 +39,8 @@ class _Benchmark(Strict):
 
 class PlayerBenchmark(_Benchmark):
     """A player benchmark run through lm-eval: one of our verifiable tasks (exported) or an lm-eval task by name."""
+
+    kind = "verifiable"
 
     task: Path | None = Field(None, description="verifiable task YAML, exported as an lm-eval task")
     lm_eval: str | None = Field(None, description="an lm-eval task name (gsm8k, minerva_math, ...); needs its data")
@@ -59,6 +63,8 @@ class PlayerBenchmark(_Benchmark):
 class RefereeBenchmark(_Benchmark):
     """Pairwise (or best-of-N) accuracy of the model as referee on data with a known best response."""
 
+    kind = "preference"
+
     task: Path | None = Field(None, description="preference task YAML: its gold order and its referee prompt")
     source: Source | None = Field(None, description="RewardBench-format rows (prompt, chosen, rejected[, subset]) "
                                                     "or hh-rlhf transcripts (chosen, rejected), as `urpo-kit judge` "
@@ -68,8 +74,9 @@ class RefereeBenchmark(_Benchmark):
                               "presentation orders pick the best")
     candidates: int | None = Field(None, ge=2, description="best-of-N: the best and the first N-1 others "
                                                            "(RewardBench 2 uses 4); rows with fewer are skipped")
-    mode: Literal["listwise", "pairwise"] = Field("listwise", description="judge prompt: rank all, or compare pairs")
-    referee: RefereePrompt | None = Field(None, description="referee prompt (default: the task's, else by mode)")
+    referee: RefereeSpec | None = Field(None, description="referee spec (default: the task's, else listwise); the "
+                                                         "benchmark sets presentation orders itself (`order`), so "
+                                                         "`debias` does not apply")
 
     @model_validator(mode="after")
     def _one_source(self) -> "RefereeBenchmark":
@@ -83,12 +90,31 @@ class RefereeBenchmark(_Benchmark):
 class WinRateBenchmark(_Benchmark):
     """Open-ended answers against reference answers, judged pairwise (the AlpacaEval protocol, not its score)."""
 
+    kind = "open_ended"
+
     task: Path = Field(..., description="open-ended task YAML: its player prompt is what the model answers")
     reference: str = Field(..., description="Jinja2 template rendering the reference answer from a row, "
                                             "e.g. `{{ output }}`")
     judge: ModelSpec | None = Field(None, description="judge model (default: the evaluated model itself)")
-    referee: RefereePrompt | None = Field(None, description="judge prompt (default: referee/pair.j2)")
+    referee: RefereeSpec = Field(default_factory=lambda: RefereeSpec(mode="pairwise", debias="none"),
+                                 description="judge spec (default: pairwise, referee/pair.j2); one judgment per row "
+                                             "in a seeded order, so `mode` is pairwise and `debias` none")
     judge_sampling: Sampling = Field(default_factory=Sampling, description="overrides of the referee sampling")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pairwise_referee(cls, data: Any) -> Any:
+        """A referee written without mode or debias is the protocol's: pairwise, shown as given."""
+        if isinstance(data, dict) and isinstance(data.get("referee"), dict):
+            data = {**data, "referee": {"mode": "pairwise", "debias": "none", **data["referee"]}}
+        return data
+
+    @model_validator(mode="after")
+    def _protocol(self) -> "WinRateBenchmark":
+        if self.referee.mode != "pairwise" or self.referee.debias != "none":
+            raise ValueError("a win rate judges each answer against its reference once, pairwise: referee.mode "
+                             "must be pairwise and referee.debias none")
+        return self
 
 
 class EvalSuite(Strict):

@@ -3,7 +3,7 @@
 Export: each row is rendered by the task's own renderer (the exact chat messages training uses) into a jsonl with
 `system`, `user` and `gold` columns; the generated task YAML reads it with `dataset_path: json` and an absolute
 `data_files` path, turns `system` into the system message (`description: system`) and `user` into the user message,
-generates with `generate_until`, and scores with a `process_results` that calls our `extract_answer` and verifier.
+generates with `generate_until`, and scores with a `process_results` that calls the task's own scorer.
 Run: the model is handed to lm-eval's `HFLM` in memory with its tokenizer and batch size (`simple_evaluate` ignores
 `batch_size` for a model object) and `apply_chat_template=True`, fully offline for exported tasks.
 """
@@ -23,10 +23,9 @@ import yaml
 
 from urpo_kit.compiler import PreparedTask
 from urpo_kit.config.loader import origin_of
-from urpo_kit.config.schema import VerifiableTask
 from urpo_kit.errors import UrpoError
+from urpo_kit.kinds import Verifiable
 from urpo_kit.referee import SamplingParams
-from urpo_kit.rewards import extract_answer, get_verifier
 
 __all__ = ["ExportedTask", "Scorer", "export_task", "generation_kwargs", "lm_eval_offline", "row_scores",
            "run_lm_eval", "sample_records"]
@@ -37,24 +36,33 @@ UTILS_FILE = "utils.py"
 
 
 class Scorer:
-    """lm-eval `process_results` for an exported task: our extraction and verifier on the one generation.
+    """lm-eval `process_results` for an exported task: the task's own scorer (resolved extraction and verifier) on
+    the one generation. `accuracy` is the verifier's score and `extracted` whether an answer could be extracted at
+    all (the format rate)."""
 
-    `accuracy` is the verifier's score and `extracted` whether an answer could be extracted at all (the format rate).
-    """
+    def __init__(self, task: Verifiable):
+        self.task = task
 
-    def __init__(self, extract: str, verifier: str, verifier_args: dict[str, Any] | None = None,
-                 allow_code: bool = False):
-        self.extract, self.verifier_args = extract, dict(verifier_args or {})
-        self.verifier = get_verifier(verifier, allow_code=allow_code)
-
-    @classmethod
-    def from_json(cls, text: str) -> "Scorer":
-        return cls(**json.loads(text))
+    def __deepcopy__(self, memo: dict[int, Any]) -> "Scorer":
+        """lm-eval deep-copies a task's config; the scorer holds no state (and compiled templates do not copy)."""
+        return self
 
     def __call__(self, doc: dict[str, Any], results: Sequence[str]) -> dict[str, float]:
-        answer = extract_answer(results[0], self.extract)
-        correct = 0.0 if answer is None else float(self.verifier(answer, doc["gold"], **self.verifier_args))
-        return {"accuracy": correct, "extracted": float(answer is not None)}
+        score = self.task.score_text(results[0], doc["gold"])
+        return {"accuracy": score.metrics["player/accuracy"], "extracted": score.metrics["player/answer_rate"]}
+
+
+# The scorers of the tasks exported in this process, by lm-eval task name: the generated `utils.py` looks its
+# scorer up here, so names are resolved once, when the task was prepared, and never again from strings.
+_SCORERS: dict[str, Scorer] = {}
+
+
+def exported_scorer(name: str) -> Scorer:
+    """The scorer of an exported task (called by its generated `utils.py`, in the process that exported it)."""
+    try:
+        return _SCORERS[name]
+    except KeyError:
+        raise UrpoError(f"lm-eval task `{name}` was exported by another process; export it again in this one") from None
 
 
 @dataclass(frozen=True)
@@ -78,19 +86,21 @@ def generation_kwargs(sampling: SamplingParams, stop: Sequence[str]) -> dict[str
 
 
 def export_task(prepared: PreparedTask, folder: Path, *, name: str, sampling: SamplingParams,
-                stop: Sequence[str] = (), allow_code: bool = False) -> ExportedTask:
+                stop: Sequence[str] = ()) -> ExportedTask:
     """Write `folder/{data.jsonl, task.yaml, utils.py}` for a verifiable task whose rows are already loaded."""
-    spec = prepared.spec
-    if not isinstance(spec, VerifiableTask):
-        raise UrpoError(f"{origin_of(spec) or spec.name}: a player benchmark needs a verifiable task, not {spec.kind}")
+    task = prepared.task
+    if not isinstance(task, Verifiable):
+        raise UrpoError(f"{origin_of(task.spec) or task.name}: a player benchmark needs a verifiable task, not "
+                        f"{task.kind}")
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / DATA_FILE
     with data.open("w", encoding="utf-8") as f:
         for row, number in zip(prepared.rows.rows, prepared.rows.row_numbers):
-            episode = prepared.renderer.episode(row, row_number=number)
+            episode = task.episode(row, row_number=number)
             system = "".join(m["content"] for m in episode.messages if m["role"] == "system")
-            record = {"system": system, "user": episode.messages[-1]["content"], "gold": episode.gold, "row": number}
+            record = {"system": system, "user": episode.messages[-1]["content"], "gold": episode.payload.gold,
+                      "row": number}
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
     config = {
         "task": name,
@@ -105,16 +115,15 @@ def export_task(prepared: PreparedTask, folder: Path, *, name: str, sampling: Sa
         "generation_kwargs": generation_kwargs(sampling, stop),
         "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True}
                         for m in ("accuracy", "extracted")],
-        "metadata": {"version": 1.0, "source_task": spec.name},
+        "metadata": {"version": 1.0, "source_task": task.name},
     }
     text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
     (folder / TASK_FILE).write_text(text + "process_results: !function utils.process_results\n", encoding="utf-8")
-    scorer = {"extract": spec.answer.extract, "verifier": spec.answer.verifier,
-              "verifier_args": spec.answer.verifier_args, "allow_code": allow_code}
+    _SCORERS[name] = Scorer(task)
     (folder / UTILS_FILE).write_text(
         '"""Generated by urpo-kit: scores generations with the task\'s own extraction and verifier."""\n\n'
-        "from urpo_kit.eval.lm_bridge import Scorer\n\n"
-        f"process_results = Scorer.from_json({json.dumps(json.dumps(scorer, default=str))})\n",
+        "from urpo_kit.eval.lm_bridge import exported_scorer\n\n"
+        f"process_results = exported_scorer({json.dumps(name)})\n",
         encoding="utf-8",
     )
     return ExportedTask(name, folder, data, len(prepared.rows.rows))
@@ -138,9 +147,9 @@ def _environ(**values: str) -> Iterator[None]:
 @contextlib.contextmanager
 def lm_eval_offline() -> Iterator[None]:
     """HF_HUB_OFFLINE / HF_DATASETS_OFFLINE for the run, in the environment and in the already-imported libraries."""
-    from urpo_kit.sources.hf import _cache_only  # the libraries read the flags at import time; this patches them
+    from urpo_kit.sources.hf import cache_only  # the libraries read the flags at import time; this patches them
 
-    with _environ(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"), _cache_only():
+    with _environ(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"), cache_only():
         yield
 
 

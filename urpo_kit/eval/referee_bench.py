@@ -30,11 +30,11 @@ from pydantic import ValidationError
 
 from urpo_kit.compiler import override_strings, prepare_task
 from urpo_kit.config.loader import origin_of
-from urpo_kit.config.schema import PreferenceTask, RefereePrompt, Source
+from urpo_kit.config.schema import RefereeSpec, Source
 from urpo_kit.config.suite import RefereeBenchmark
 from urpo_kit.errors import SourceError, UrpoError
+from urpo_kit.kinds import Preference
 from urpo_kit.judge.rows import JudgeRow, validation_message
-from urpo_kit.recast import render
 from urpo_kit.referee import Judge, JudgeItem, SamplingParams
 from urpo_kit.referee.backends import Backend
 from urpo_kit.rewards import score_ranking
@@ -79,7 +79,7 @@ class PreferenceSet:
     items: list[PreferenceItem]
     skipped: list[SkippedRow]
     description: str
-    referee: RefereePrompt
+    referee: RefereeSpec
     base_dir: Path | None
     score: str = "exact"  # a preference task's ranking score, reported as `reward` (the training reward's term)
 
@@ -149,13 +149,13 @@ def load_preference_set(bench: RefereeBenchmark, *, name: str, limit: int | None
 
     if bench.task is not None:
         prepared = prepare_task(bench.task, override_strings(bench.overrides), allow_code=allow_code, limit=limit)
-        spec, renderer, loaded = prepared.spec, prepared.renderer, prepared.rows
-        if not isinstance(spec, PreferenceTask):
-            raise UrpoError(f"{bench.task}: a referee benchmark needs a preference task, not {spec.kind}")
+        task, loaded = prepared.task, prepared.rows
+        if not isinstance(task, Preference):
+            raise UrpoError(f"{bench.task}: a referee benchmark needs a preference task, not {task.kind}")
+        spec = task.spec
         for row, number in zip(loaded.rows, loaded.row_numbers):
-            variables = renderer.variables(row, number)
-            add(number, row, str(render(renderer.question, variables, "prompt", number)),
-                renderer.ranked_candidates(variables, number))
+            variables = task.variables(row, number)
+            add(number, row, task.question_text(variables, number), task.ranked_candidates(variables, number))
         origin = origin_of(spec)
         description, score = str(bench.task), spec.score
         referee, base_dir = (bench.referee, suite_dir) if bench.referee else (spec.referee, origin and origin.parent)
@@ -169,7 +169,7 @@ def load_preference_set(bench: RefereeBenchmark, *, name: str, limit: int | None
             except ValueError as e:
                 skipped.append(SkippedRow(number, str(e)))
         description, score = describe_source(source), "exact"
-        referee, base_dir = bench.referee or RefereePrompt(), suite_dir
+        referee, base_dir = bench.referee or RefereeSpec(), suite_dir
     if not items:
         reasons = "; ".join(f"row {s.row_number}: {s.reason}" for s in skipped[:3])
         raise SourceError(f"{description}: no usable preference rows ({reasons})")
@@ -253,13 +253,14 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def run_referee_benchmark(data: PreferenceSet, backend: Backend, *, order: str, mode: str,
-                          sampling: SamplingParams, seed: int) -> RefereeResult:
+def run_referee_benchmark(data: PreferenceSet, backend: Backend, *, order: str, sampling: SamplingParams,
+                          seed: int) -> RefereeResult:
     """Judge every item (all judgments in one batched backend call) and score them."""
     first = presentation_orders(data.items, seed)
     orders = [[o, o[::-1]] if order == "both_orders" else [o] for o in first]
-    judge = Judge(backend, mode=mode, debias="none", sampling=sampling, spec=data.referee, base_dir=data.base_dir,
-                  seed=seed)
+    # the benchmark sets the presentation orders itself (`order`), so each judgment is shown as given
+    judge = Judge(backend, data.referee.model_copy(update={"debias": "none"}), sampling=sampling,
+                  base_dir=data.base_dir, seed=seed)
     requests = [JudgeItem(item.prompt, [item.candidates[i] for i in shown], key=str(item.row))
                 for item, shown_list in zip(data.items, orders) for shown in shown_list]
     verdicts = iter(judge.judge(requests))

@@ -8,18 +8,32 @@ import importlib.metadata
 import json
 import math
 import platform
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from urpo_kit.config.loader import origin_of
+from urpo_kit.config.suite import EvalSuite
 from urpo_kit.errors import UrpoError
 from urpo_kit.eval.stats import Change, paired_bootstrap
 
-if TYPE_CHECKING:
-    from urpo_kit.eval.runner import SuiteResult
-
 __all__ = ["CHART_FILE", "COMPARE_HEADER", "REPORT_FILE", "RESULTS_FILE", "compare_runs", "headline", "load_run",
-           "paired_changes", "with_interval", "write_run"]
+           "paired_changes", "SuiteResult", "with_interval", "write_run"]
+
+
+@dataclass
+class SuiteResult:
+    """Everything one suite run measured: flat `metrics` for loggers, and per-benchmark details for the report."""
+
+    suite: EvalSuite
+    model: dict[str, Any]
+    metrics: dict[str, float] = field(default_factory=dict)
+    player: list[dict[str, Any]] = field(default_factory=list)
+    referee: list[dict[str, Any]] = field(default_factory=list)
+    winrate: list[dict[str, Any]] = field(default_factory=list)
+    started: str = ""
+    seconds: float = 0.0
+
 
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.md"

@@ -15,38 +15,26 @@ import re
 import tempfile
 import time
 from collections.abc import Collection, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from urpo_kit.compiler import override_strings, prepare_task
-from urpo_kit.config.loader import load_task, origin_of, position_of
+from urpo_kit.config.loader import origin_of, position_of
 from urpo_kit.config.suite import EvalSuite, PlayerBenchmark, RefereeBenchmark, WinRateBenchmark
 from urpo_kit.errors import ConfigError, Problem, UrpoError
+from urpo_kit.kinds import load_task
 from urpo_kit.eval.lm_bridge import export_task, generation_kwargs, row_scores, run_lm_eval, sample_records
 from urpo_kit.eval.progress import ProgressBackend
+from urpo_kit.eval.report import SuiteResult, write_run
 from urpo_kit.eval.referee_bench import load_preference_set, run_referee_benchmark
 from urpo_kit.eval.stats import interval
 from urpo_kit.eval.winrate import run_winrate
 from urpo_kit.referee import HFBackend, SamplingParams
 from urpo_kit.sources import describe_source
 
-__all__ = ["SuiteResult", "evaluate_suite", "evaluation_state", "model_info", "run_suite"]
-
-
-@dataclass
-class SuiteResult:
-    """Everything one suite run measured: flat `metrics` for loggers, and per-benchmark details for the report."""
-
-    suite: EvalSuite
-    model: dict[str, Any]
-    metrics: dict[str, float] = field(default_factory=dict)
-    player: list[dict[str, Any]] = field(default_factory=list)
-    referee: list[dict[str, Any]] = field(default_factory=list)
-    winrate: list[dict[str, Any]] = field(default_factory=list)
-    started: str = ""
-    seconds: float = 0.0
+__all__ = ["evaluate_suite", "evaluation_state", "model_info", "run_suite"]
 
 
 @contextlib.contextmanager
@@ -136,7 +124,7 @@ def _player(bench: PlayerBenchmark, name: str, suite: EvalSuite, model: Any, tok
         prepared = prepare_task(bench.task, override_strings(bench.overrides), allow_code=suite.allow_code, limit=limit)
         task_name = f"urpo-{name}"
         exported = export_task(prepared, workdir / "lm_eval_tasks" / name, name=task_name, sampling=sampling,
-                               stop=bench.stop, allow_code=suite.allow_code)
+                               stop=bench.stop)
         results = run_lm_eval(model, tokenizer, [task_name], include_path=exported.folder,
                               batch_size=suite.batch_size)
         found, choice = results["results"][task_name], "accuracy,none"
@@ -176,7 +164,7 @@ def _referee(bench: RefereeBenchmark, name: str, suite: EvalSuite, backend: HFBa
                                suite_dir=origin.parent if origin else None, allow_code=suite.allow_code)
     sampling = SamplingParams.merge(suite.sampling.referee, bench.sampling)
     result = run_referee_benchmark(data, ProgressBackend(backend, f"referee {name}", progress), order=bench.order,
-                                   mode=bench.mode, sampling=sampling, seed=suite.seed)
+                                   sampling=sampling, seed=suite.seed)
     log = workdir / f"referee_{name}.jsonl"
     _write_jsonl(log, result.log)
     scores = {str(entry["row"]): entry["score"] for entry in result.log}
@@ -187,7 +175,7 @@ def _referee(bench: RefereeBenchmark, name: str, suite: EvalSuite, backend: HFBa
     metrics.update({f"rewardbench/{_key(s)}": v for s, v in result.sections.items()})
     subsets = {s: {**v, **_interval_metrics("accuracy", [e["score"] for e in result.log if e["subset"] == s])}
                for s, v in result.subsets.items()}
-    detail = {"name": name, "source": data.description, "order": bench.order, "mode": bench.mode,
+    detail = {"name": name, "source": data.description, "order": bench.order, "mode": data.referee.mode,
               "candidates": bench.candidates, "sampling": asdict(sampling), "data_sha256": data.sha256(),
               "skipped": len(data.skipped), "skipped_reasons": [asdict(s) for s in data.skipped[:20]],
               "metrics": headline, "row_scores": scores, "subsets": subsets, "sections": result.sections,
@@ -270,7 +258,6 @@ def run_suite(suite: EvalSuite, model: Any, tokenizer: Any, output_dir: Path | N
 
     Safe to call in the middle of training: see the module docstring for what is restored.
     """
-    from urpo_kit.eval.report import write_run
 
     with evaluation_state(model):
         if output_dir is None:

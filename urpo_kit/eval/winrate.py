@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from urpo_kit.compiler import override_strings, prepare_task
-from urpo_kit.config.schema import RefereePrompt
 from urpo_kit.config.suite import WinRateBenchmark
 from urpo_kit.errors import UrpoError
+from urpo_kit.kinds import OpenEnded
 from urpo_kit.eval.referee_bench import PreferenceItem, presentation_orders
 from urpo_kit.recast import Templates, render
 from urpo_kit.referee import Judge, JudgeItem, SamplingParams
@@ -45,22 +45,21 @@ def run_winrate(bench: WinRateBenchmark, *, player: Backend, judge: Backend, jud
     """Generate the model's answers, then judge them against the references in one batched call."""
     prepared = prepare_task(bench.task, override_strings(bench.overrides),
                             allow_code=allow_code, limit=limit)
-    if prepared.spec.kind == "preference":
-        raise UrpoError(f"{bench.task}: a win-rate benchmark needs a task with a player prompt, not a preference task")
+    task = prepared.task
+    if not isinstance(task, OpenEnded):
+        raise UrpoError(f"{bench.task}: a win-rate benchmark needs an open-ended task, not a {task.kind} task")
     reference_template = Templates(suite_dir).inline(bench.reference, "reference")
-    renderer = prepared.renderer
     prompts, references = [], []
     for row, number in zip(prepared.rows.rows, prepared.rows.row_numbers):
-        variables = renderer.variables(row, number)
-        prompts.append(renderer.player_messages(variables, number))
+        variables = task.variables(row, number)
+        prompts.append(task.player.messages(variables, number))
         references.append(str(render(reference_template, variables, "reference", number)).strip())
     answers = player.generate(prompts, player_sampling)
     # the judge sees the player's request: the last (user) message, as AlpacaEval shows the instruction
     items = [PreferenceItem(p[-1]["content"], [a, r], "", n)
              for p, a, r, n in zip(prompts, answers, references, prepared.rows.row_numbers)]
     orders = presentation_orders(items, seed)
-    referee = Judge(judge, mode="pairwise", debias="none", sampling=judge_sampling,
-                    spec=bench.referee or RefereePrompt(), base_dir=suite_dir, seed=seed)
+    referee = Judge(judge, bench.referee, sampling=judge_sampling, base_dir=suite_dir, seed=seed)
     verdicts = referee.judge([JudgeItem(i.prompt, [i.candidates[k] for k in o], str(i.row))
                               for i, o in zip(items, orders)])
     outcomes, log, failures, first = [], [], 0, []

@@ -19,7 +19,7 @@ from urpo_kit.judge.rows import JudgeResponse, Message, RowInput, judge_item, me
 from urpo_kit.judge.settings import JudgeSettings, load_backend
 from urpo_kit.referee import HFBackend
 from urpo_kit.referee.backends import Backend
-from urpo_kit.referee.judge import Mode
+from urpo_kit.config.schema import Mode
 
 
 class RewardFunction(Protocol):

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from urpo_kit.config.schema import VerdictKind
 from urpo_kit.referee import JudgeItem, Verdict
-from urpo_kit.referee.judge import Mode
+from urpo_kit.config.schema import Mode
 
 HH_ASSISTANT = "\n\nAssistant:"
 

@@ -42,7 +42,7 @@ from urpo_kit.judge.settings import JudgeSettings
 from urpo_kit.recast import MAX_LETTER_LABELS
 from urpo_kit.referee import Judge, JudgeItem, Verdict
 from urpo_kit.referee.backends import Backend
-from urpo_kit.referee.judge import Mode
+from urpo_kit.config.schema import Mode
 
 JudgeKind = tuple[Mode, VerdictKind]  # what one judge call may hold: requests of one mode and one verdict
 

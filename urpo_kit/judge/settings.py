@@ -10,13 +10,12 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from urpo_kit.config.schema import ModelSpec, RefereePrompt, VerdictKind
+from urpo_kit.config.schema import Debias, Mode, ModelSpec, RefereeSpec, VerdictKind
 from urpo_kit.errors import UrpoError
 from urpo_kit.judge.rows import validation_message
 from urpo_kit.recast import stable_seed
 from urpo_kit.referee import HFBackend, Judge, SamplingParams
 from urpo_kit.referee.backends import Backend
-from urpo_kit.referee.judge import Debias, Mode
 
 DEFAULT_SAMPLING = SamplingParams(temperature=0.0, max_new_tokens=128)  # greedy: a reward model should be repeatable
 
@@ -44,12 +43,12 @@ class JudgeSettings:
         judge is checked here for rows of up to `responses` responses, so that a label or score that is not one
         token fails (UrpoError) before any row is judged rather than in the middle of a run."""
         try:
-            spec = RefereePrompt(template=self.template, labels=self.labels, prefill=self.prefill,
-                                 verdict=verdict or self.verdict, scale=self.scale)
+            spec = RefereeSpec(mode=mode or self.mode, debias=self.debias, samples=self.samples,
+                               template=self.template, labels=self.labels, prefill=self.prefill,
+                               verdict=verdict or self.verdict, scale=self.scale)
         except ValidationError as e:
             raise UrpoError(f"referee settings: {validation_message(e)}") from None
-        judge = Judge(backend, mode=mode or self.mode, debias=self.debias, samples=self.samples,
-                      sampling=self.sampling, spec=spec, base_dir=Path.cwd(), seed=self.seed)
+        judge = Judge(backend, spec, sampling=self.sampling, base_dir=Path.cwd(), seed=self.seed)
         if judge.verdict == "likelihood":
             judge.check(responses)
         return judge

@@ -4,6 +4,7 @@ tiny random models for tests (`tiny:llama`), dtypes, gradient checkpointing and 
 from urpo_kit.models.bundled import BUNDLED, bundled_folder, gguf_path, load_gguf
 from urpo_kit.models.cache import build_once, cache_dir
 from urpo_kit.models.loading import (
+    check_model_name,
     load_model,
     load_tokenizer,
     model_init_kwargs,
@@ -18,6 +19,7 @@ __all__ = [
     "build_once",
     "bundled_folder",
     "cache_dir",
+    "check_model_name",
     "gguf_path",
     "load_gguf",
     "load_model",

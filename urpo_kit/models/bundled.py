@@ -46,7 +46,7 @@ BUNDLED: dict[str, Bundled] = {
 }
 
 
-def _entry(name: str) -> Bundled:
+def entry(name: str) -> Bundled:
     try:
         return BUNDLED[name]
     except KeyError:
@@ -57,13 +57,13 @@ def _entry(name: str) -> Bundled:
 
 def gguf_path(name: str) -> Path:
     """The GGUF file of bundled model `name`, or an UrpoError that says how to install it."""
-    entry = _entry(name)
-    spec = importlib.util.find_spec(entry.module)
-    path = Path(spec.origin).parent / entry.gguf if spec is not None and spec.origin else None
+    found = entry(name)
+    spec = importlib.util.find_spec(found.module)
+    path = Path(spec.origin).parent / found.gguf if spec is not None and spec.origin else None
     if path is None or not path.is_file():
         raise UrpoError(
-            f"{PREFIX}{name} needs the package {entry.distribution} (it ships the weights); "
-            f"install it with: {entry.install}"
+            f"{PREFIX}{name} needs the package {found.distribution} (it ships the weights); "
+            f"install it with: {found.install}"
         )
     return path
 
@@ -93,6 +93,6 @@ def bundled_folder(name: str) -> Path:
         tokenizer.save_pretrained(dest)
         log.info("converted %s%s in %.1f s", PREFIX, name, time.perf_counter() - start)
 
-    _entry(name)
+    entry(name)
     folder = cache_dir() / "models" / name
     return build_once(folder, convert)

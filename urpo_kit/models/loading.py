@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from urpo_kit.config.schema import ModelSpec
 from urpo_kit.errors import UrpoError
-from urpo_kit.models import bundled, tiny
+import urpo_kit.models.bundled as bundled
+import urpo_kit.models.tiny as tiny
 from urpo_kit.models.cache import build_once, cache_dir
 
 if TYPE_CHECKING:  # torch, transformers and peft are imported where used: they take seconds to import
@@ -34,6 +35,20 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
+def check_model_name(name: str, revision: str | None = None) -> None:
+    """The checks of a model name that need no network and build nothing: a known `bundled:` or `tiny:` name, an
+    existing folder, or the form of a hub id (`name` or `owner/name`); `revision` only with a hub id."""
+    local = name.startswith((bundled.PREFIX, tiny.PREFIX)) or Path(name).expanduser().is_dir()
+    if revision is not None and local:
+        raise UrpoError(f"model.revision applies to hub ids only, not to {name}")
+    if name.startswith(bundled.PREFIX):
+        bundled.entry(name.removeprefix(bundled.PREFIX))
+    elif name.startswith(tiny.PREFIX):
+        _tiny_name(name)
+    elif not local and _looks_like_path(name):
+        raise UrpoError(f"model folder {name} does not exist (not a hub id either)")
+
+
 def resolve_model_path(name: str, revision: str | None = None) -> str:
     """What `from_pretrained` should be given for `name`: a folder for bundled, tiny and local models, else the hub id.
 
@@ -41,19 +56,15 @@ def resolve_model_path(name: str, revision: str | None = None) -> str:
     into the cache (for code that only takes a path, such as TRL given a string or lm-eval).
     `revision` applies to hub ids only: with anything else it is an error rather than silently ignored.
     """
-    local = name.startswith((bundled.PREFIX, tiny.PREFIX)) or Path(name).expanduser().is_dir()
-    if revision is not None and local:
-        raise UrpoError(f"model.revision applies to hub ids only, not to {name}")
+    check_model_name(name, revision)
     if name.startswith(bundled.PREFIX):
         return str(bundled.bundled_folder(name.removeprefix(bundled.PREFIX)))
     if name.startswith(tiny.PREFIX):
         arch = _tiny_name(name)
         folder = cache_dir() / "models" / f"tiny-{arch}-{tiny.tiny_fingerprint()}"
         return str(build_once(folder, tiny.tiny_model_folder))
-    if local:
+    if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser().resolve())
-    if _looks_like_path(name):
-        raise UrpoError(f"model folder {name} does not exist (not a hub id either)")
     return name
 
 

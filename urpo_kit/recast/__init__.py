@@ -1,17 +1,17 @@
 """Recasting: a source row becomes an Episode (chat messages + gold) through sandboxed Jinja2 templates.
 
-This is where every prompt is rendered: the player's (verifiable, open-ended) and the referee's (preference tasks,
-the self-referee, `urpo-kit judge`). Referee prompts show candidates in a seeded shuffled order with labels, and the
+The rendering machinery every prompt goes through: compiled templates, located render errors, chat messages, and
+the referee's view of candidates (used by preference tasks, the self-referee and `urpo-kit judge`; the task kinds
+in `urpo_kit.kinds` render their own rows with it). Referee prompts show candidates in a seeded shuffled order with labels, and the
 permutation is kept so that a parsed ranking can be mapped back to the original candidates.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,15 +20,8 @@ import jinja2
 from jinja2 import StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from urpo_kit.config.schema import (
-    OpenEndedTask,
-    PreferenceTask,
-    Prompt,
-    RefereePrompt,
-    TaskSpec,
-    VerifiableTask,
-)
-from urpo_kit.errors import UrpoError
+from urpo_kit.config.schema import RefereeSpec
+from urpo_kit.errors import FieldError
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 DEFAULT_REFEREE_TEMPLATES = {
@@ -45,45 +38,8 @@ VERDICT_PREFILLS = {
 }
 
 
-class RenderError(UrpoError):
-    """A template failed on a row. `field` is the task field (e.g. `player.prompt`) so the caller can locate it."""
-
-    def __init__(self, field: str, message: str, *, template_file: Path | None = None,
-                 template_line: int | None = None, row_number: int | None = None):
-        self.field, self.message = field, message
-        self.template_file, self.template_line, self.row_number = template_file, template_line, row_number
-        where = f" (row {row_number})" if row_number is not None else ""
-        super().__init__(f"{field}: {message}{where}")
-
-
-@dataclass
-class Episode:
-    """One training or evaluation prompt: what the model sees, and what it is scored against.
-
-    gold: verifiable -> the gold answer string; preference -> the gold ranking as shown-label indices (best first);
-    open_ended -> None (the self-referee provides the signal).
-    """
-
-    task: str
-    kind: str
-    messages: list[dict[str, str]]
-    gold: str | list[int] | None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def to_record(self) -> dict[str, Any]:
-        """Flat, schema-stable record for a `datasets.Dataset` (TRL passes extra columns to reward functions)."""
-        return {
-            "prompt": self.messages,
-            "task": self.task,
-            "kind": self.kind,
-            "gold": json.dumps(self.gold),
-            "meta": json.dumps(self.meta, sort_keys=True, default=str),
-        }
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> "Episode":
-        return cls(record["task"], record["kind"], list(record["prompt"]), json.loads(record["gold"]),
-                   json.loads(record["meta"]))
+class RenderError(FieldError):
+    """A template failed to compile or render; `field` is the task field (e.g. `player.prompt`)."""
 
 
 @dataclass
@@ -243,14 +199,26 @@ def chat(system: str | None, user: str, prefill: str | None = None) -> list[dict
 
 
 class RefereeRenderer:
-    """Renders referee prompts for a RefereePrompt spec: used by preference tasks, the self-referee and judge."""
+    """Renders referee prompts for a RefereeSpec: used by preference tasks, the self-referee and the Judge."""
 
-    def __init__(self, spec: RefereePrompt, templates: Templates, *, mode: str = "listwise", field_prefix: str = "referee"):
-        self.spec, self.mode, self.field_prefix = spec, mode, field_prefix
+    def __init__(self, spec: RefereeSpec, templates: Templates, *, field_prefix: str = "referee"):
+        self.spec, self.mode, self.field_prefix = spec, spec.mode, field_prefix
+        mode = spec.mode
         path = spec.template or Path(DEFAULT_REFEREE_TEMPLATES[mode])
         self.template = templates.file(path, f"{field_prefix}.template")
         self.system = templates.inline(spec.system, f"{field_prefix}.system") if spec.system else None
         self.prefill = spec.prefill or (VERDICT_PREFILLS[mode] if spec.verdict == "likelihood" else "")
+
+    def check_prefill(self, view: RefereeView) -> None:
+        """The prefill starts the reply that the template's answer line asks for, so it must appear in the prompt
+        (e.g. `Ranking: [` for an answer line `Ranking: [1] > [2]`): a prefill the template does not ask for
+        makes the model continue a reply it was never shown how to write."""
+        start = view.prefill.strip()
+        user = next((m["content"] for m in view.messages if m["role"] == "user"), "")
+        if start and start not in user:
+            raise RenderError(f"{self.field_prefix}.prefill", f"{view.prefill!r} does not appear in the rendered "
+                              f"{self.template.name} (its answer line asks for another reply start)",
+                              template_file=None)
 
     def render(self, prompt: str, candidates: Sequence[str], rng: random.Random | None,
                extra: dict[str, Any] | None = None) -> RefereeView:
@@ -275,89 +243,3 @@ class RefereeRenderer:
         user = render(self.template, variables, f"{self.field_prefix}.template")
         system = render(self.system, variables, f"{self.field_prefix}.system") if self.system else None
         return RefereeView(chat(system, user, self.prefill), labels, order, self.prefill)
-
-
-class TaskRenderer:
-    """Turns the rows of one task into Episodes; compiles every template up front so syntax errors surface early."""
-
-    def __init__(self, task: TaskSpec, base_dir: Path | None):
-        self.task = task
-        self.templates = Templates(base_dir)
-        t = self.templates
-        self.fields = {name: t.expression(expr, f"fields.{name}") for name, expr in task.fields.items()}
-        if isinstance(task, (VerifiableTask, OpenEndedTask)):
-            self.player_system, self.player_user = self._prompt(task.player, "player")
-        if isinstance(task, VerifiableTask):
-            self.gold = t.inline(task.answer.gold, "answer.gold")
-        if isinstance(task, PreferenceTask):
-            if task.min_candidates > task.max_candidates:
-                raise RenderError("min_candidates", f"min_candidates={task.min_candidates} is above "
-                                  f"max_candidates={task.max_candidates}")
-            if task.referee.labels == "letters" and task.max_candidates > MAX_LETTER_LABELS:
-                raise RenderError("referee.labels", f"letters label at most {MAX_LETTER_LABELS} candidates; "
-                                  f"lower max_candidates ({task.max_candidates}) or use numbers")
-            self.question = t.inline(task.prompt, "prompt")
-            self.candidates = t.expression(task.candidates, "candidates")
-            self.referee = RefereeRenderer(task.referee, t)
-        if isinstance(task, OpenEndedTask):
-            self.self_referee = RefereeRenderer(task.self_referee, t, mode=task.self_referee.mode,
-                                                field_prefix="self_referee")
-
-    def _prompt(self, prompt: Prompt, prefix: str):
-        t = self.templates
-        system = t.inline(prompt.system, f"{prefix}.system") if prompt.system else None
-        user = (t.inline(prompt.prompt, f"{prefix}.prompt") if prompt.prompt is not None
-                else t.file(prompt.template, f"{prefix}.template"))
-        return system, user
-
-    def variables(self, row: dict[str, Any], row_number: int | None = None) -> dict[str, Any]:
-        """Raw columns plus the task's `fields` expressions evaluated over them."""
-        out = dict(row)
-        for name, expr in self.fields.items():
-            out[name] = render(expr, row, f"fields.{name}", row_number)
-        return out
-
-    def player_messages(self, variables: dict[str, Any], row_number: int | None = None) -> list[dict[str, str]]:
-        field_user = "player.prompt" if self.task.player.prompt is not None else "player.template"
-        user = render(self.player_user, variables, field_user, row_number)
-        system = render(self.player_system, variables, "player.system", row_number) if self.player_system else None
-        return chat(system, user)
-
-    def gold_answer(self, variables: dict[str, Any], row_number: int | None = None) -> str:
-        gold = str(render(self.gold, variables, "answer.gold", row_number)).strip()
-        if not gold:
-            raise RenderError("answer.gold", "the gold answer renders empty", row_number=row_number)
-        return gold
-
-    def ranked_candidates(self, variables: dict[str, Any], row_number: int | None = None) -> list[str]:
-        task = self.task
-        value = render(self.candidates, variables, "candidates", row_number)
-        if not isinstance(value, (list, tuple)) or not all(isinstance(c, str) for c in value):
-            raise RenderError("candidates", f"must give a list of strings, got {type(value).__name__}", row_number=row_number)
-        if not task.min_candidates <= len(value) <= task.max_candidates:
-            raise RenderError("candidates", f"{len(value)} candidates, expected {task.min_candidates}..{task.max_candidates}",
-                              row_number=row_number)
-        if len(set(value)) != len(value):
-            raise RenderError("candidates", "two candidates are identical, so the gold order is ambiguous", row_number=row_number)
-        return list(value)
-
-    def episode(self, row: dict[str, Any], *, row_number: int | None = None, seed: int = 0,
-                position: int | None = None) -> Episode:
-        """Render one row. `seed` and `position` fix the referee's candidate shuffle reproducibly."""
-        task = self.task
-        variables = self.variables(row, row_number)
-        meta: dict[str, Any] = {"row": row_number, "position": position}
-        if isinstance(task, VerifiableTask):
-            return Episode(task.name, task.kind, self.player_messages(variables, row_number),
-                           self.gold_answer(variables, row_number), meta)
-        if isinstance(task, OpenEndedTask):
-            messages = self.player_messages(variables, row_number)
-            meta["instruction"] = messages[-1]["content"]
-            return Episode(task.name, task.kind, messages, None, meta)
-        question = str(render(self.question, variables, "prompt", row_number))
-        ranked = self.ranked_candidates(variables, row_number)
-        view = self.referee.render(question, ranked, random.Random(stable_seed(seed, task.name, row_number, position)))
-        # gold ranking over shown positions: where the best original candidate is shown, then the second best, ...
-        gold = [view.order.index(i) for i in range(len(ranked))]
-        meta.update(labels=view.labels, order=view.order, n=len(ranked), prefill=view.prefill)
-        return Episode(task.name, task.kind, view.messages, gold, meta)

@@ -3,7 +3,7 @@
 Every judgment of a call is rendered first and sent to the backend in ONE batch, so the self-referee of a training
 step costs one batched call for all open-ended groups, and `urpo-kit judge` batches across rows.
 
-Two ways to reach a verdict (`RefereePrompt.verdict`):
+Two ways to reach a verdict (`RefereeSpec.verdict`):
 - `sample`: generate the judgment text and parse it (a failed parse contributes nothing);
 - `likelihood`: one forward pass; the prompt ends with the prefill (the reply start that names the verdict, e.g.
   `Ranking: [`), and the verdict is read from the next-token probabilities of the labels (or of the scores),
@@ -33,18 +33,14 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence, get_args
+from typing import Any, Literal, Sequence
 
-from urpo_kit.config.schema import RefereePrompt
+from urpo_kit.config.schema import RefereeSpec
 from urpo_kit.errors import UrpoError
 from urpo_kit.recast import RefereeRenderer, RefereeView, Templates, stable_seed
 from urpo_kit.referee.backends import Backend, SamplingParams, chat_prompt, single_token_ids
 from urpo_kit.rewards import parse_score, parse_verdict, rank_to_rewards
 
-Mode = Literal["listwise", "pairwise", "pointwise"]
-Debias = Literal["none", "shuffle", "both_orders"]
-MODES: tuple[Mode, ...] = get_args(Mode)
-DEBIAS: tuple[Debias, ...] = get_args(Debias)
 
 
 @dataclass
@@ -95,21 +91,16 @@ class _Request:
 class Judge:
     """Turns JudgeItems into Verdicts with one backend call per `judge()`."""
 
-    def __init__(self, backend: Backend, *, mode: Mode = "listwise", debias: Debias = "shuffle", samples: int = 1,
-                 sampling: SamplingParams = SamplingParams(), spec: RefereePrompt | None = None,
-                 base_dir: Path | None = None, seed: int = 0):
-        # checked here: a misspelt mode would otherwise silently judge pointwise
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
-        if debias not in DEBIAS:
-            raise ValueError(f"unknown debias {debias!r}; valid: {', '.join(DEBIAS)}")
-        if samples < 1:
-            raise ValueError(f"samples must be at least 1, got {samples}")
-        self.backend, self.mode, self.debias, self.samples = backend, mode, debias, samples
-        self.sampling, self.seed = sampling, seed
-        self.spec = spec or RefereePrompt()
-        self.verdict = self.spec.verdict
-        self.renderer = RefereeRenderer(self.spec, Templates(base_dir), mode=mode)
+    def __init__(self, backend: Backend, spec: RefereeSpec | None = None, *, sampling: SamplingParams = SamplingParams(),
+                 renderer: RefereeRenderer | None = None, base_dir: Path | None = None, seed: int = 0):
+        """`spec` says everything about the judgment but its sampling, which the caller resolves (role defaults
+        merged with `spec.sampling`). `renderer` is the spec's compiled renderer when the caller has one (a task
+        compiled it at load time); otherwise the template is looked up from `base_dir`."""
+        self.spec = spec or RefereeSpec()
+        self.backend, self.sampling, self.seed = backend, sampling, seed
+        self.mode, self.debias, self.samples, self.verdict = (self.spec.mode, self.spec.debias, self.spec.samples,
+                                                              self.spec.verdict)
+        self.renderer = renderer or RefereeRenderer(self.spec, Templates(base_dir))
         self._token_ids: dict[int, list[int]] = {}
 
     def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:

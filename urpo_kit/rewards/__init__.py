@@ -1,7 +1,7 @@
 """Rewards without a model: answer extraction, verifiers, referee-output parsing, ranking scores, aggregation."""
 
 from urpo_kit.rewards.aggregate import combine, length_penalty
-from urpo_kit.rewards.extract import EXTRACT_METHODS, check_extract, extract_answer
+from urpo_kit.rewards.extract import EXTRACT_METHODS, Extractor, extract_answer, extractor
 from urpo_kit.rewards.ranking import (
     SCORE_METHODS,
     average_rank_rewards,
@@ -11,8 +11,8 @@ from urpo_kit.rewards.ranking import (
     parse_verdict,
     rank_to_rewards,
     score_ranking,
+    spearman,
 )
-from urpo_kit.rewards.registry import is_dotted_path, resolve_callable
 from urpo_kit.rewards.verifiers import VERIFIERS, Verifier, choice_letter, get_verifier, parse_number
 
 __all__ = [
@@ -21,12 +21,12 @@ __all__ = [
     "VERIFIERS",
     "Verifier",
     "average_rank_rewards",
-    "check_extract",
+    "Extractor",
+    "extractor",
     "choice_letter",
     "combine",
     "extract_answer",
     "get_verifier",
-    "is_dotted_path",
     "length_penalty",
     "parse_choice",
     "parse_number",
@@ -34,6 +34,6 @@ __all__ = [
     "parse_score",
     "parse_verdict",
     "rank_to_rewards",
-    "resolve_callable",
     "score_ranking",
+    "spearman",
 ]

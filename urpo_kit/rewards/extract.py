@@ -7,8 +7,9 @@ Models reason first and answer last, so every method takes the *last* occurrence
 from __future__ import annotations
 
 import bisect
+import functools
 import re
-from functools import lru_cache
+from collections.abc import Callable
 
 EXTRACT_METHODS = ("boxed", "last_number", "tag:NAME", "regex:PATTERN", "full")
 
@@ -22,41 +23,41 @@ _NUMBER = re.compile(
 _TAG_NAME = re.compile(r"[A-Za-z_][\w.\-]*")
 
 
-def check_extract(how: str) -> None:
-    """Validate an extraction spec at config time, so a typo fails before training rather than scoring 0 forever."""
+Extractor = Callable[[str], "str | None"]
+
+
+def extractor(how: str) -> Extractor:
+    """The extraction `how` names (see `EXTRACT_METHODS`) as a callable, resolved once: a typo fails here, at load
+    time, rather than scoring 0 forever. The callable returns the stripped answer, or `None` when there is none."""
     if how in ("boxed", "last_number", "full"):
-        return
-    if how.startswith("tag:"):
-        if not _TAG_NAME.fullmatch(how[4:]):
+        find: Callable[[str], str | None] = {"boxed": last_boxed, "last_number": last_number,
+                                             "full": lambda text: text}[how]
+    elif how.startswith("tag:"):
+        name = how[4:]
+        if not _TAG_NAME.fullmatch(name):
             raise ValueError(f"`{how}`: tag name must look like an XML name, e.g. `tag:answer`")
-        return
-    if how.startswith("regex:"):
+        find = functools.partial(_last_tag, name=name)
+    elif how.startswith("regex:"):
         if not how[6:]:
             raise ValueError("`regex:` needs a pattern, e.g. `regex:Answer: (\\S+)`")
         try:
-            _compile(how[6:])
+            pattern = re.compile(how[6:])
         except re.error as e:
             raise ValueError(f"`{how}`: invalid regular expression: {e}") from None
-        return
-    raise ValueError(f"unknown extract method `{how}`; valid: {', '.join(EXTRACT_METHODS)}")
+        find = functools.partial(_last_regex, pattern=pattern)
+    else:
+        raise ValueError(f"unknown extract method `{how}`; valid: {', '.join(EXTRACT_METHODS)}")
+
+    def extract(text: str) -> str | None:
+        found = find(text)
+        return None if found is None else (found.strip() or None)
+
+    return extract
 
 
 def extract_answer(text: str, how: str) -> str | None:
     """The answer in `text` according to `how` (see `EXTRACT_METHODS`), stripped; `None` when there is none."""
-    check_extract(how)
-    if how == "boxed":
-        found = last_boxed(text)
-    elif how == "last_number":
-        found = last_number(text)
-    elif how == "full":
-        found = text
-    elif how.startswith("tag:"):
-        found = _last_tag(text, how[4:])
-    else:
-        found = _last_regex(text, how[6:])
-    if found is None:
-        return None
-    return found.strip() or None
+    return extractor(how)(text)
 
 
 def last_boxed(text: str) -> str | None:
@@ -113,14 +114,9 @@ def _last_tag(text: str, name: str) -> str | None:
     return None
 
 
-@lru_cache(maxsize=256)
-def _compile(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
-def _last_regex(text: str, pattern: str) -> str | None:
+def _last_regex(text: str, pattern: re.Pattern[str]) -> str | None:
     """First capture group of the last match (the whole match when the pattern has no group or it did not take part)."""
-    matches = list(_compile(pattern).finditer(text))
+    matches = list(pattern.finditer(text))
     if not matches:
         return None
     m = matches[-1]

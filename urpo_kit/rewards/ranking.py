@@ -7,7 +7,9 @@ output: they return `None`, which the reward layer counts as a failed parse.
 
 from __future__ import annotations
 
+import math
 import re
+import statistics
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -228,3 +230,32 @@ def average_rank_rewards(rankings: list[list[int] | None], g: int) -> tuple[list
         return [0.5] * g, failures
     per_sample = [rank_to_rewards(r, g) for r in parsed]
     return [sum(col) / len(per_sample) for col in zip(*per_sample)], failures
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks, ties sharing their average rank."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman's rank correlation with tie-averaged ranks; None when either side is constant (undefined)."""
+    if len(x) != len(y) or len(x) < 2:
+        return None
+    rx, ry = _ranks(x), _ranks(y)
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    vx = sum((a - mx) ** 2 for a in rx)
+    vy = sum((b - my) ** 2 for b in ry)
+    if vx == 0 or vy == 0:
+        return None
+    return cov / math.sqrt(vx * vy)

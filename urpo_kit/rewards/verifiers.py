@@ -17,7 +17,7 @@ from fractions import Fraction
 from typing import Any
 
 from urpo_kit.rewards.extract import last_boxed
-from urpo_kit.rewards.registry import is_dotted_path, resolve_callable
+from urpo_kit.plugins import is_dotted_path, resolve_callable
 
 Verifier = Callable[..., float]
 

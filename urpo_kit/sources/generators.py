@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from urpo_kit.errors import SourceError
-from urpo_kit.rewards.registry import is_dotted_path, resolve_callable
+from urpo_kit.plugins import is_dotted_path, resolve_callable
 
 Generator = Callable[..., list[dict]]
 

@@ -47,7 +47,7 @@ def hub_reachable(endpoint: str | None = None) -> bool:
 
 
 @contextlib.contextmanager
-def _cache_only() -> Iterator[None]:
+def cache_only() -> Iterator[None]:
     """Put huggingface_hub and datasets in offline mode for one call (both read the flag at import time)."""
     import datasets.config
     import huggingface_hub.constants as hub_constants
@@ -99,7 +99,7 @@ def iter_hf(source: Source, *, stream: bool = False, progress: bool = False) -> 
     online = not offline_env and hub_reachable()
     why = "HF_HUB_OFFLINE is set" if offline_env else "no connection to the hub"
     try:
-        with _progress_bars(progress), (contextlib.nullcontext() if online else _cache_only()):
+        with _progress_bars(progress), (contextlib.nullcontext() if online else cache_only()):
             dataset = _load(source, streaming=stream and online)
     except ConnectionError as e:  # datasets' "Couldn't reach ... on the Hub", also its answer to a cache miss offline
         raise _unavailable(source, str(e) if online else why) from None

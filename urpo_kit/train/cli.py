@@ -52,12 +52,13 @@ def train_command(
 ) -> None:
     """Train one model as player and referee (URPO) with TRL's GRPOTrainer; see recipes/quickstart.yaml."""
     from urpo_kit.config.loader import load_recipe
+    from urpo_kit.eval import run_suite
     from urpo_kit.train.trainer import is_main_process, train
 
     spec = load_recipe(recipe, overrides or [])
     if allow_code:
         spec.allow_code = True
-    result = train(spec, resume=resume)
+    result = train(spec, resume=resume, run_suite=run_suite)
     if not is_main_process():
         return
     console.print(f"[green]done[/green] {result.steps} steps in {result.seconds / 60:.1f} min; run folder "

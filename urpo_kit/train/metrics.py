@@ -15,7 +15,7 @@ preference: `referee/accuracy` (exact match with the gold ranking; choice accura
 open-ended (the self-referee): `referee/parse_rate` (judgments that parsed), `referee/no_signal_rate` (groups where
   none parsed: equal rewards), `referee/both_orders_agreement` (debias both_orders), `referee/rank_length_spearman`
   (Spearman between the referee's scores and answer lengths: persistently high is a length-hacking warning),
-  `referee/time_s` (judging time per step); run-wide `self_referee/time_s`.
+  `referee/time_s` (judging time per step).
 TRL adds its own (`reward`, `reward_std`, `frac_reward_zero_std`, `rewards/<kind>/mean`, `completions/*`, `kl`,
 `entropy`, `step_time`, ...), and held-out evaluations are logged as `player/<bench>/accuracy`,
 `referee/<bench>/accuracy`, ... with `kind: heldout` in metrics.jsonl (TensorBoard prefix `heldout/`).
@@ -26,11 +26,12 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-LogMetric = Callable[[str, float], None]
+from urpo_kit.kinds.base import LogMetric
+
 
 # (title, record kind, metric-name suffix, file): one PNG per curve family, only metrics on one scale per plot
 PLOTS = (
@@ -47,35 +48,6 @@ PLOTS = (
 
 def name(task: str, role: str, what: str) -> str:
     return f"{task}/{role}/{what}"
-
-
-def _ranks(values: Sequence[float]) -> list[float]:
-    """1-based ranks, ties sharing their average rank."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Spearman's rank correlation with tie-averaged ranks; None when either side is constant (undefined)."""
-    if len(x) != len(y) or len(x) < 2:
-        return None
-    rx, ry = _ranks(x), _ranks(y)
-    mx, my = statistics.fmean(rx), statistics.fmean(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    vx = sum((a - mx) ** 2 for a in rx)
-    vy = sum((b - my) ** 2 for b in ry)
-    if vx == 0 or vy == 0:
-        return None
-    return cov / math.sqrt(vx * vy)
 
 
 def group_stats(log: LogMetric, prefix: str, groups: Iterable[Sequence[float]]) -> None:

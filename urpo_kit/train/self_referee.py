@@ -14,20 +14,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from urpo_kit.config.loader import origin_of
-from urpo_kit.config.schema import OpenEndedTask, Recipe
+from urpo_kit.config.schema import Recipe
 from urpo_kit.errors import UrpoError
+from urpo_kit.kinds import OpenEnded
 from urpo_kit.referee import (
     Backend,
     HFBackend,
     Judge,
-    JudgeItem,
     SamplingParams,
-    Verdict,
     VLLMColocateBackend,
     VLLMServerBackend,
 )
@@ -77,49 +75,33 @@ class StepBackend:
 
 
 class SelfReferee:
-    """Judges for the open-ended tasks of a run; `judge_all` is the one call per step the reward function makes."""
+    """The judges of a run's open-ended tasks, one per task, over one backend bound to the trainer's model; `bind`
+    hands each judge to its task's scorer, which calls it once per step (with all its groups, or none)."""
 
-    def __init__(self, tasks: Sequence[OpenEndedTask], recipe: Recipe, backend: StepBackend | None = None):
+    def __init__(self, tasks: Sequence[OpenEnded], recipe: Recipe, backend: StepBackend | None = None):
         self.backend = backend or StepBackend()
-        self.seconds: dict[str, float] = {}  # time each task's judge took in the last `judge_all`
         self.judges: dict[str, Judge] = {}
-        for spec in tasks:
+        for task in tasks:
+            spec = task.spec
+            where = origin_of(spec) or spec.name
             if spec.self_referee.verdict == "likelihood" and recipe.generation.backend != "hf":
-                raise UrpoError(f"{origin_of(spec) or spec.name}: self_referee.verdict: likelihood reads label "
-                                "probabilities from the training model, which needs generation.backend: hf (it is "
+                raise UrpoError(f"{where}: self_referee.verdict: likelihood reads label probabilities from the "
+                                "training model, which needs generation.backend: hf (it is "
                                 f"{recipe.generation.backend}); use verdict: sample with vLLM")
             if spec.self_referee.train_judgments:
-                raise UrpoError(f"{origin_of(spec) or spec.name}: self_referee.train_judgments is not supported by "
-                                "this trainer yet (the paper does not train the self-referee's judgments)")
-            origin = origin_of(spec)
-            self.judges[spec.name] = Judge(
-                self.backend,
-                mode=spec.self_referee.mode,
-                debias=spec.self_referee.debias,
-                samples=spec.self_referee.samples,
-                sampling=SamplingParams.merge(recipe.roles.referee, spec.self_referee.sampling),
-                spec=spec.self_referee,
-                base_dir=origin.parent if origin else None,
-                seed=recipe.seed,
-            )
+                raise UrpoError(f"{where}: self_referee.train_judgments is not supported by this trainer yet (the "
+                                "paper does not train the self-referee's judgments)")
+            self.judges[task.name] = Judge(
+                self.backend, spec.self_referee, sampling=SamplingParams.merge(recipe.roles.referee,
+                                                                              spec.self_referee.sampling),
+                renderer=task.referee, seed=recipe.seed)
+            task.judge = self.judges[task.name].judge
 
     def check(self, group_size: int) -> None:
         """Start-up check of likelihood judges (labels or scores one token each), once the backend is bound."""
         for judge in self.judges.values():
             if judge.verdict == "likelihood":
                 judge.check(group_size)
-
-    def judge_all(self, items: dict[str, list[JudgeItem]]) -> dict[str, list[Verdict]]:
-        """Every task's judge is called, in a fixed order, whether or not this rank has groups for it."""
-        unknown = set(items) - set(self.judges)
-        if unknown:
-            raise KeyError(f"no self-referee for task(s) {sorted(unknown)}")
-        out = {}
-        for name, judge in self.judges.items():
-            start = time.perf_counter()
-            out[name] = judge.judge(items.get(name, []))
-            self.seconds[name] = time.perf_counter() - start
-        return out
 
 
 # ------------------------------------------------------------------------------------------------ trainer backends

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from urpo_kit.compiler import MixedStream, PreparedTask, prepare_recipe_tasks
-from urpo_kit.config.schema import OpenEndedTask, Recipe
+from urpo_kit.config.schema import Recipe
 from urpo_kit.errors import UrpoError
+from urpo_kit.kinds import OpenEnded
 from urpo_kit.train.layout import BatchLayout, batch_layout
 from urpo_kit.train.metrics import RunLog, read_metrics
 from urpo_kit.train.resume import check_resume, checkpoint_step, fingerprint, set_aside_incomplete, write_run_info
@@ -49,8 +50,8 @@ def is_main_process() -> bool:
 
 
 def needs_whole_groups(tasks: Sequence[PreparedTask]) -> bool:
-    """A listwise or pairwise self-referee compares the G answers of a prompt, so it must see all of them."""
-    return any(isinstance(t.spec, OpenEndedTask) and t.spec.self_referee.mode != "pointwise" for t in tasks)
+    """Whether any task's scorer compares the G answers of a prompt (a listwise or pairwise self-referee)."""
+    return any(t.task.whole_groups for t in tasks)
 
 
 def train_dataset(stream: MixedStream, *, progress: bool = True) -> tuple[Dataset, list[dict[str, Any]]]:
@@ -188,11 +189,10 @@ def build_run(recipe: Recipe, *, resume: bool = False, callbacks: Sequence[Train
                                          "layout": layout.grpo_config_kwargs()})
     run_log = RunLog(run_dir, resume_step=checkpoint_step(resume_from) if resume_from else None, enabled=main)
 
-    specs = {t.name: t.spec for t in tasks}
-    open_ended = [t.spec for t in tasks if isinstance(t.spec, OpenEndedTask)]
+    open_ended = [t.task for t in tasks if isinstance(t.task, OpenEnded)]
     referee = SelfReferee(open_ended, recipe) if open_ended else None
     observer = StepObserver()
-    rewards = reward_functions(specs, allow_code=recipe.allow_code, referee=referee, observer=observer)
+    rewards = reward_functions([t.task for t in tasks], observer=observer)
 
     heldout = _heldout_callback(recipe, run_dir, run_log, run_suite, resume_from)
     ours: list[TrainerCallback] = [RunLogCallback(run_log, observer, gather_object)]
@@ -211,21 +211,19 @@ def build_run(recipe: Recipe, *, resume: bool = False, callbacks: Sequence[Train
 def _heldout_callback(recipe: Recipe, run_dir: Path, run_log: RunLog,
                       run_suite: Callable[..., dict[str, float]] | None, resume_from: Path | None):
     """The held-out evaluation callback, or None when the recipe names no suites (or `eval.every` is 0)."""
+    from urpo_kit.config.suite import load_suite
     from urpo_kit.train.callbacks import HeldOutEvalCallback
 
     if not recipe.eval.suites or recipe.eval.every == 0:
         return None
-    try:
-        from urpo_kit.config.suite import load_suite
-        from urpo_kit.eval import run_suite as shared_run_suite
-    except ImportError as e:
-        raise UrpoError(f"held-out evaluation needs urpo_kit.eval.run_suite and urpo_kit.config.suite ({e}); "
-                        "set eval.every=0 to train without it") from None
+    if run_suite is None:  # passed in by the caller: training sits below evaluation and does not import it
+        raise UrpoError("held-out evaluation needs an evaluator: pass run_suite (urpo_kit.eval.run_suite, as "
+                        "`urpo-kit train` does), or set eval.every=0 to train without it")
     suites = [load_suite(path) for path in recipe.eval.suites]
     done = []
     if resume_from is not None and run_log.path.exists():
         done = [r["step"] for r in read_metrics(run_log.path) if r.get("kind") == "heldout"]
-    return HeldOutEvalCallback(suites, recipe.eval.every, run_dir, run_log, run_suite or shared_run_suite, done)
+    return HeldOutEvalCallback(suites, recipe.eval.every, run_dir, run_log, run_suite, done)
 
 
 @dataclass

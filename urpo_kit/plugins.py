@@ -1,4 +1,5 @@
-"""Resolve a user's `pkg.mod:fn` dotted path, shared by verifiers and generators.
+"""Resolve a user's `pkg.mod:fn` dotted path: the one plugin loader, shared by verifiers and generators (it sits
+below both, importing nothing of the package but its errors).
 
 Importing a module runs its code, so it happens only when the user said so (`--allow-code` / `allow_code: true`).
 """

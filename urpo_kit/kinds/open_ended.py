@@ -1,0 +1,106 @@
+"""Open-ended tasks: no reference answer; the current model, as referee, judges its own G answers to a prompt."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import Field
+
+from urpo_kit.config.schema import Prompt, RefereeSpec, TaskBase
+from urpo_kit.kinds.base import Completion, Episode, LogMetric, Messages, Payload, PlayerPrompt, ResolvedTask, Score
+from urpo_kit.recast import RefereeRenderer, Templates, stable_seed
+from urpo_kit.referee import JudgeItem, Verdict
+from urpo_kit.rewards import combine, spearman
+
+
+class SelfRefereeSpec(RefereeSpec):
+    """The current model judging its own G answers to an open-ended prompt."""
+
+    train_judgments: bool = Field(False, description="also train on the self-referee's judgments (off in the paper)")
+
+
+class OpenEndedTask(TaskBase):
+    """Player task with no reference: the current model ranks its own G answers."""
+
+    kind: Literal["open_ended"]
+    player: Prompt
+    self_referee: SelfRefereeSpec = Field(default_factory=SelfRefereeSpec)
+
+
+@dataclass(frozen=True)
+class OpenEndedEpisode(Payload):
+    kind = "open_ended"
+    instruction: str   # the player's request as the referee is shown it
+
+    def gold_text(self) -> str:
+        return "none (the model ranks its own answers)"
+
+
+GroupJudge = Callable[[list[JudgeItem]], list[Verdict]]
+
+
+class OpenEnded(ResolvedTask[OpenEndedEpisode]):
+    kind = "open_ended"
+    role = "player"
+    payload_type = OpenEndedEpisode
+    spec: OpenEndedTask
+
+    def __init__(self, spec: OpenEndedTask, templates: Templates, *, allow_code: bool = False):
+        super().__init__(spec, templates, allow_code=allow_code)
+        self.player = PlayerPrompt(spec.player, templates)
+        self.referee = RefereeRenderer(spec.self_referee, templates, field_prefix="self_referee")
+        self.judge: GroupJudge | None = None   # bound by the trainer: the current model as referee
+
+    @property
+    def whole_groups(self) -> bool:
+        return self.spec.self_referee.mode != "pointwise"
+
+    def render(self, variables: dict[str, Any], *, row_number: int | None, seed: int,
+               position: int | None) -> tuple[Messages, OpenEndedEpisode]:
+        messages = self.player.messages(variables, row_number)
+        return messages, OpenEndedEpisode(messages[-1]["content"])
+
+    def score(self, completions: Sequence[Completion], log: LogMetric) -> list[Score]:
+        """One judge call for all groups of the batch (called even with none: see `train.self_referee`)."""
+        if self.judge is None:
+            raise RuntimeError(f"{self.name}: open-ended scoring needs a judge bound to the current model")
+        groups = _groups(completions)
+        start = time.perf_counter()
+        verdicts = self.judge([JudgeItem(g[0].episode.payload.instruction, [c.text for c in g],
+                                         key=str(g[0].episode.position)) for g in groups])
+        log("referee/time_s", time.perf_counter() - start)
+        out = []
+        for group, verdict in zip(groups, verdicts):
+            for c, s in zip(group, verdict.scores):
+                value, _ = combine(s, bool(c.text.strip()), c.n_tokens, self.spec.reward)
+                out.append(Score(value, s, f"self-referee score {s:.3f}"))
+            log("referee/parse_rate", verdict.parsed / verdict.attempts if verdict.attempts else 0.0)
+            log("referee/no_signal_rate", float(not verdict.ok))
+            if verdict.agreement is not None:
+                log("referee/both_orders_agreement", verdict.agreement)
+            if verdict.ok and (rho := spearman(verdict.scores, [c.n_tokens or 0 for c in group])) is not None:
+                log("referee/rank_length_spearman", rho)
+        return out
+
+    def check(self, episode: Episode[OpenEndedEpisode]) -> str:
+        mode = self.spec.self_referee.mode
+        placeholders = [f"(answer {i + 1})" for i in range({"pairwise": 2, "pointwise": 1}.get(mode, 4))]
+        view = self.referee.render(episode.payload.instruction, placeholders,
+                                   random.Random(stable_seed("validate", self.name)))
+        self.referee.check_prefill(view)
+        return f"player and {mode} self-referee prompts render"
+
+
+def _groups(completions: Sequence[Completion]) -> list[list[Completion]]:
+    """Consecutive completions of one prompt (same stream position) form a group."""
+    out: list[list[Completion]] = []
+    for c in completions:
+        if out and out[-1][0].episode.position == c.episode.position:
+            out[-1].append(c)
+        else:
+            out.append([c])
+    return out

@@ -1,0 +1,143 @@
+"""Preference tasks: the model as referee ranks candidates whose gold order is known; the ranking is the reward."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import Field
+
+from urpo_kit.config.schema import RefereeSpec, TaskBase
+from urpo_kit.errors import FieldError
+from urpo_kit.kinds.base import Completion, Episode, LogMetric, Messages, Payload, ResolvedTask, Score
+from urpo_kit.recast import MAX_LETTER_LABELS, RefereeRenderer, RefereeView, Templates, render, stable_seed
+from urpo_kit.rewards import combine, parse_ranking, parse_verdict, score_ranking
+
+# What a trained judgment cannot use: GRPO samples one judgment per completion, at the player role's sampling.
+_JUDGE_ONLY = ("debias", "samples", "sampling")
+
+
+class PreferenceTask(TaskBase):
+    """Referee task: rank candidates whose gold order is known (best first)."""
+
+    kind: Literal["preference"]
+    prompt: str = Field("{{ prompt }}", description="Jinja2: the question the candidates answer")
+    candidates: str = Field("ranked", description="Jinja2 expression giving the candidate list, best first")
+    referee: RefereeSpec = Field(default_factory=RefereeSpec)
+    score: Literal["exact", "top1", "kendall", "pairwise"] = Field("exact")
+    min_candidates: int = Field(2, ge=2)
+    max_candidates: int = Field(8, ge=2)
+    position_balance: float = Field(
+        0.0, ge=0.0, description="training only: a judgment whose top pick sits at shown position j gains "
+        "weight x max(0, 1/N - f_j), f_j being the share of this step's judgments of the task that picked position "
+        "j. With shuffled candidates the best one is equally likely at every position, so this rewards a referee "
+        "for leaving a position it overuses; no bonus when picks are balanced, and a parsed pick never scores "
+        "below an unparsed one")
+
+
+@dataclass(frozen=True)
+class PreferenceEpisode(Payload):
+    """`gold` is the gold ranking over shown positions (best first); `order[i]` is the original index of the
+    candidate shown with `labels[i]`."""
+
+    kind = "preference"
+    gold: list[int]
+    labels: list[str]
+    order: list[int]
+    prefill: str = ""
+
+    def gold_text(self) -> str:
+        """The gold ranking written as the referee should write it (positions shown as their labels)."""
+        return "Ranking: " + " > ".join(f"[{self.labels[i]}]" for i in self.gold)
+
+
+class Preference(ResolvedTask[PreferenceEpisode]):
+    kind = "preference"
+    role = "referee"
+    payload_type = PreferenceEpisode
+    spec: PreferenceTask
+
+    def __init__(self, spec: PreferenceTask, templates: Templates, *, allow_code: bool = False):
+        super().__init__(spec, templates, allow_code=allow_code)
+        if spec.min_candidates > spec.max_candidates:
+            raise FieldError("min_candidates", f"min_candidates={spec.min_candidates} is above "
+                                               f"max_candidates={spec.max_candidates}")
+        if spec.referee.labels == "letters" and spec.max_candidates > MAX_LETTER_LABELS:
+            raise FieldError("referee.labels", f"letters label at most {MAX_LETTER_LABELS} candidates; "
+                                               f"lower max_candidates ({spec.max_candidates}) or use numbers")
+        if spec.referee.mode == "pointwise":
+            raise FieldError("referee.mode", "a preference task is scored as a ranking: use listwise (or pairwise "
+                                             "for two candidates)")
+        for name in _JUDGE_ONLY:
+            if name in spec.referee.model_fields_set:
+                raise FieldError(f"referee.{name}", "does not apply to a trained preference task: GRPO samples one "
+                                                    "judgment per completion, at the player role's sampling")
+        self.question = templates.inline(spec.prompt, "prompt")
+        self.candidates = templates.expression(spec.candidates, "candidates")
+        self.referee = RefereeRenderer(spec.referee, templates)
+
+    def ranked_candidates(self, variables: dict[str, Any], row_number: int | None = None) -> list[str]:
+        spec = self.spec
+        value = render(self.candidates, variables, "candidates", row_number)
+        if not isinstance(value, (list, tuple)) or not all(isinstance(c, str) for c in value):
+            raise FieldError("candidates", f"must give a list of strings, got {type(value).__name__}",
+                             row_number=row_number)
+        if not spec.min_candidates <= len(value) <= spec.max_candidates:
+            raise FieldError("candidates", f"{len(value)} candidates, expected "
+                                           f"{spec.min_candidates}..{spec.max_candidates}", row_number=row_number)
+        if len(set(value)) != len(value):
+            raise FieldError("candidates", "two candidates are identical, so the gold order is ambiguous",
+                             row_number=row_number)
+        return list(value)
+
+    def question_text(self, variables: dict[str, Any], row_number: int | None = None) -> str:
+        return str(render(self.question, variables, "prompt", row_number))
+
+    def render(self, variables: dict[str, Any], *, row_number: int | None, seed: int,
+               position: int | None) -> tuple[Messages, PreferenceEpisode]:
+        ranked = self.ranked_candidates(variables, row_number)
+        rng = random.Random(stable_seed(seed, self.name, row_number, position))
+        view = self.referee.render(self.question_text(variables, row_number), ranked, rng)
+        # gold ranking over shown positions: where the best original candidate is shown, then the second best, ...
+        gold = [view.order.index(i) for i in range(len(ranked))]
+        return view.messages, PreferenceEpisode(gold, view.labels, view.order, view.prefill)
+
+    def score(self, completions: Sequence[Completion], log: LogMetric) -> list[Score]:
+        rankings = [parse_verdict(c.text, c.episode.payload.labels, c.episode.payload.prefill) for c in completions]
+        shares = position_shares(rankings)
+        out = []
+        for c, ranking in zip(completions, rankings):
+            gold = c.episode.payload.gold
+            value, _ = combine(score_ranking(ranking, gold, self.spec.score), ranking is not None, c.n_tokens,
+                               self.spec.reward)
+            if ranking is not None and self.spec.position_balance:  # a bonus only: a parsed pick stays above none
+                value += self.spec.position_balance * max(0.0, 1 / len(ranking) - shares[ranking[0]])
+            metrics = {"referee/accuracy": score_ranking(ranking, gold, "exact"),
+                       "referee/parse_rate": float(ranking is not None)}
+            if ranking is not None:  # position bias: how often the candidate shown first is ranked best
+                metrics["referee/first_shown_best_rate"] = float(ranking[0] == 0)
+            out.append(Score(value, ranking, f"ranking {ranking}, gold {gold}", metrics))
+        return out
+
+    def check(self, episode: Episode[PreferenceEpisode]) -> str:
+        payload = episode.payload
+        self.referee.check_prefill(RefereeView(episode.messages, payload.labels, payload.order, payload.prefill))
+        verdict = payload.gold_text()
+        parsed = parse_ranking(verdict, payload.labels)
+        if parsed is None or score_ranking(parsed, payload.gold, self.spec.score) < 1.0:
+            raise FieldError("referee.template", f"the gold ranking {verdict!r} does not parse back to itself",
+                             row_number=episode.row)
+        return f"{len(payload.labels)} candidates, gold {verdict!r}"
+
+
+def position_shares(rankings: Sequence[list[int] | None]) -> list[float]:
+    """The share of the parsed judgments whose top pick is at each shown position (one task's batch)."""
+    parsed = [r for r in rankings if r is not None]
+    if not parsed:
+        return []
+    counts = [0] * max(len(r) for r in parsed)
+    for r in parsed:
+        counts[r[0]] += 1
+    return [c / len(parsed) for c in counts]
