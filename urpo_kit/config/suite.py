@@ -89,6 +89,9 @@ class WinRateBenchmark(_Benchmark):
     judge: ModelSpec | None = Field(None, description="judge model (default: the evaluated model itself)")
     referee: RefereePrompt | None = Field(None, description="judge prompt (default: referee/pair.j2)")
     judge_sampling: Sampling = Field(default_factory=Sampling, description="overrides of the referee sampling")
+    difficulty: str | None = Field(None, description="Jinja2 template rendering a row's instruction difficulty (a "
+                                                     "number, e.g. AlpacaEval's `{{ instruction_difficulty }}`) for "
+                                                     "the length-controlled win rate's GLM; default: none")
 
 
 class EvalSuite(Strict):
