@@ -229,3 +229,19 @@ def test_lm_evals_request_bars_are_silent_only_when_quiet(capsys: pytest.Capture
     assert hf.tqdm is original
     with silent_tqdm(hf):
         assert "Running generate_until requests" in draw()
+
+
+def test_the_step_line_gives_rewards_per_role_step_time_and_eta() -> None:
+    from urpo_kit.train.callbacks import step_line
+
+    logs = {"a/player/reward_mean": 0.5, "b/player/reward_mean": 0.25, "c/referee/reward_mean": 1.0, "reward": 0.6,
+            "c/referee/accuracy": 0.0}
+    assert step_line(3, 8, logs, 12.34, 61.7) == "step 3/8  player 0.375  referee 1.000  12.3 s/step  ETA 1:02"
+    assert step_line(1, 300, {"a/player/reward_mean": 0.0}, 30.0, 3725.0) == \
+        "step 1/300  player 0.000  30.0 s/step  ETA 1:02:05"
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_train_and_eval_take_verbose(command: str) -> None:
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "--verbose" in result.output

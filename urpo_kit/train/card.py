@@ -8,6 +8,7 @@ stream, and the held-out table (the summary table of `urpo-kit eval`, first and 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,7 +111,7 @@ A fine-tuned version of `{base}`, trained with urpo-kit: {URPO} (TRL's `GRPOTrai
 ```python
 from transformers import pipeline
 
-generator = pipeline("text-generation", model={str(final_dir)!r})
+generator = pipeline("text-generation", model={json.dumps(str(final_dir))})
 messages = [{{"role": "user", "content": "What is 12 + 30?"}}]
 print(generator(messages, max_new_tokens=64)[0]["generated_text"][-1]["content"])
 ```
