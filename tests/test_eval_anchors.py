@@ -245,3 +245,21 @@ def test_the_step_line_gives_rewards_per_role_step_time_and_eta() -> None:
 def test_train_and_eval_take_verbose(command: str) -> None:
     result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0 and "--verbose" in result.output
+
+
+def test_eval_hides_dataset_and_lm_eval_bars_unless_verbose(tmp_path: Path) -> None:
+    """A player benchmark goes through lm-eval: its split generation and request bars show with --verbose only."""
+    suite = tmp_path / "s.yaml"
+    suite.write_text(f"name: q\nplayer:\n  - task: {ROOT / 'tasks' / 'arithmetic.yaml'}\n"
+                     "    overrides: {source.n: 2002, source.skip: 2000}\nlimit: 2\n"
+                     "sampling: {player: {max_new_tokens: 4}}\n")
+    outputs = []
+    for flags in ([], ["--verbose"]):
+        result = CliRunner().invoke(app, ["eval", str(suite), "--model", "tiny:llama", "--output",
+                                          str(tmp_path / f"run{len(outputs)}"), *flags], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        outputs.append(result.output)
+    quiet, verbose = outputs
+    assert "player/arithmetic/accuracy" in quiet and "Generating test split" in verbose
+    assert "Running generate_until requests" in verbose
+    assert "Generating test split" not in quiet and "Running generate_until" not in quiet and "it/s" not in quiet

@@ -149,7 +149,7 @@ def test_cli_train_writes_the_run_folder_and_the_heldout_table(tmp_path: Path, m
                   "arXiv 2507.17515", f"`{recipe}`", "| steps x prompts per step x group size | 2 x 4 x 2 |",
                   "| regex | verifiable | player (scored by a verifier) |", "| 4 (50%) |",
                   "| pairs | preference | referee (scored against the gold order) |",
-                  "| open | open_ended | player, ranked by itself as listwise referee |",
+                  "| open | open_ended | player, ranked by itself (listwise, sample verdicts, debias shuffle) |",
                   "| metric | step 0 | step 2 | change |", "| player/fake/accuracy | 0.250 | 0.250 | +0.000 |",
                   "Wilson score interval", "trl 1.16.0"):
         assert field in card, field

@@ -53,7 +53,8 @@ def _role(spec: Any) -> str:
     if isinstance(spec, PreferenceTask):
         return "referee (scored against the gold order)"
     if isinstance(spec, OpenEndedTask):
-        return f"player, ranked by itself as {spec.self_referee.mode} referee"
+        judge = spec.self_referee
+        return f"player, ranked by itself ({judge.mode}, {judge.verdict} verdicts, debias {judge.debias})"
     return "player (scored by a verifier)"
 
 
@@ -82,16 +83,18 @@ def model_card(recipe: Recipe, tasks: Sequence[PreparedTask], stream: MixedStrea
     settings = [["model", f"`{base}`" + (f" (LoRA r={recipe.model.lora.r})" if recipe.model.lora else "")],
                 ["steps x prompts per step x group size", f"{g.steps} x {g.prompts_per_step} x {g.group_size}"],
                 ["learning rate, beta (KL), loss", f"{g.lr:g}, {g.beta:g}, {g.loss_type}"],
-                ["player sampling", f"temperature {roles.player.temperature:g}, "
-                                    f"max {roles.player.max_new_tokens} new tokens"],
-                ["referee sampling", f"temperature {roles.referee.temperature:g}, "
-                                     f"max {roles.referee.max_new_tokens} new tokens"],
+                ["sampling of every trained completion", f"temperature {roles.player.temperature:g}, "
+                                                         f"max {roles.player.max_new_tokens} new tokens"],
+                ["self-referee sampling", f"temperature {roles.referee.temperature:g}, "
+                                          f"max {roles.referee.max_new_tokens} new tokens"],
                 ["seed", str(recipe.seed)]]
     counts, total = stream.realised_counts(), stream.length
     mix = [[t.name, t.spec.kind, _role(t.spec), f"`{describe_source(t.spec.source)}`",
             f"{counts[t.name]} ({counts[t.name] / total:.0%})"] for t in tasks]
     summary = heldout_summary(read_heldout(run_dir), run_dir)
-    if summary is None:
+    if summary is None and recipe.eval.suites and recipe.eval.every:
+        heldout = "Not run yet.\n"
+    elif summary is None:
         heldout = "No held-out evaluation (the recipe names no `eval.suites`, or `eval.every` is 0).\n"
     else:
         suites = ", ".join(f"`{s}`" for s in recipe.eval.suites)
