@@ -274,7 +274,6 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, **kwar
         final = save_final(run)
     finally:
         run.run_log.close()
-    if run.trainer.is_world_process_zero():
-        write_model_card(run.recipe, run.tasks, run.stream, run.run_dir, final)
+    run.trainer.create_model_card()  # ours (see build_run), now with the final held-out figures and final/
     return TrainResult(run.run_dir, run.trainer.state.global_step, time.perf_counter() - start, final,
                        read_heldout(run.run_dir))
