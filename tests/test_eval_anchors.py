@@ -15,6 +15,7 @@ import yaml
 from typer.testing import CliRunner
 
 from urpo_kit.cli import app
+from urpo_kit.compiler import override_strings
 from urpo_kit.config.loader import load_recipe, load_task
 from urpo_kit.config.suite import load_suite
 from urpo_kit.errors import ConfigError
@@ -99,8 +100,8 @@ sampling:
 
 def winrate_suite(tmp_path: Path, difficulty: str) -> Path:
     rows = tmp_path / "rows.jsonl"
-    rows.write_text("".join(json.dumps({"instruction": f"Say {i}.", "input": "", "output": "x" * (i + 1), "hard": i / 2}) + "\n"
-                            for i in range(3)))
+    rows.write_text("".join(json.dumps({"instruction": f"Say {i}.", "input": "", "output": "x" * (i + 1),
+                                        "hard": i / 2}) + "\n" for i in range(3)))
     path = tmp_path / "w.yaml"
     path.write_text(WINRATE_SUITE.format(task=ROOT / "tasks" / "alpaca-instructions.yaml", rows=rows,
                                          difficulty=difficulty))
@@ -188,7 +189,7 @@ def test_every_shipped_suite_names_the_split_of_its_hub_data(path: Path) -> None
     for role in ("player", "referee", "winrate"):
         for bench, written in zip(getattr(suite, role), raw.get(role, [])):
             if bench.task is not None:
-                hub = load_task(bench.task, [f"{k}={json.dumps(v)}" for k, v in bench.overrides.items()]).source.hf
+                hub = load_task(bench.task, override_strings(bench.overrides)).source.hf
                 named = "source.split" in written.get("overrides", {})
             else:
                 hub = bench.source.hf if getattr(bench, "source", None) is not None else None

@@ -138,8 +138,8 @@ def test_cli_train_writes_the_run_folder_and_the_heldout_table(tmp_path: Path, m
     # the console: one line per step and the held-out lines and table, no third-party bars
     assert re.search(r"^step 2/2  player \d\.\d{3}  referee \d\.\d{3}  \d+\.\d s/step  ETA 0:00$", result.output,
                      re.MULTILINE), result.output
-    assert re.search(r"^held-out at step 0 \(\d+ s\): player/fake/accuracy 0\.250  referee/fake/accuracy", result.output,
-                     re.MULTILINE), result.output
+    assert re.search(r"^held-out at step 0 \(\d+ s\): player/fake/accuracy 0\.250  referee/fake/accuracy",
+                     result.output, re.MULTILINE), result.output
     assert "it/s]" not in result.output and "Loading weights" not in result.output
 
     card = (run / "README.md").read_text()
