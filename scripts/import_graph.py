@@ -16,17 +16,19 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "urpo_kit"
 
-# the data flow: config -> sources/recast -> rewards/referee -> kinds -> compiler -> train/eval/serve -> cli
+# the data flow: config -> sources/recast -> rewards/referee -> kinds -> compiler -> eval -> train/serve -> cli
+# (training reads the held-out reports that evaluation writes, and is handed the evaluator itself)
 LAYERS: list[tuple[str, ...]] = [
-    ("errors",),
+    ("errors", "quiet"),
     ("plugins", "config"),
     ("models", "sources", "recast"),
     ("rewards",),
     ("referee",),
     ("kinds",),
     ("compiler",),
-    ("train", "eval", "serve", "validate"),
-    ("cli", "__main__", "train.cli", "eval.command", "serve.commands"),
+    ("eval",),
+    ("train", "serve"),
+    ("cli", "__main__", "validate", "train.cli", "eval.command", "serve.commands"),
 ]
 __doc__ = (__doc__ or "") + "\n".join(f"    {i}: {', '.join(layer)}" for i, layer in enumerate(LAYERS)) + "\n"
 

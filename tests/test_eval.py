@@ -389,8 +389,12 @@ def payload(accuracy: list[float], *, sha: str = "d1", win: float | None = None)
 
 
 def test_report_shows_each_accuracy_with_its_interval() -> None:
-    text = report_markdown(payload([1.0] * 8 + [0.0] * 24))
+    text = report_markdown(payload([1.0] * 8 + [0.0] * 24, win=0.5))
     assert "| p | rows | 32 | 0.250 [0.133, 0.421] |" in text and "Wilson score interval" in text
+    # the summary table first: the same table as training's held-out table (console and model card)
+    summary = text.split("## Summary\n\n")[1].split("\n\n")[0]
+    assert summary == ("| metric | value [95% CI] |\n|---|---|\n| player/p/accuracy | 0.250 [0.133, 0.421] |\n"
+                       "| winrate/w/win_rate | 0.500 |")
 
 
 def test_compare_gives_the_paired_interval_of_each_change(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ open-ended task whose self-referee is the tiny model itself (its judgments never
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,28 @@ def test_cli_train_writes_the_run_folder_and_the_heldout_table(tmp_path: Path, m
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(run / "final")  # save_pretrained weights
+
+    # the console: one line per step and the held-out lines and table, no third-party bars
+    assert re.search(r"^step 2/2  player \d\.\d{3}  referee \d\.\d{3}  \d+\.\d s/step  ETA 0:00$", result.output,
+                     re.MULTILINE), result.output
+    assert re.search(r"^held-out at step 0 \(\d+ s\): player/fake/accuracy 0\.250  referee/fake/accuracy",
+                     result.output, re.MULTILINE), result.output
+    assert "it/s]" not in result.output and "Loading weights" not in result.output
+
+    card = (run / "README.md").read_text()
+    assert card == (run / "final" / "README.md").read_text() and "[None]" not in card
+    assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: text-generation\n")
+    for field in ("A fine-tuned version of `tiny:llama`", "URPO (Unified Reward & Policy Optimization",
+                  "arXiv 2507.17515", f"`{recipe}`", "| steps x prompts per step x group size | 2 x 4 x 2 |",
+                  "| regex | verifiable | player (scored by a verifier) |", "| 4 (50%) |",
+                  "| pairs | preference | referee (scored against the gold order) |",
+                  "| open | open_ended | player, ranked by itself (listwise, sample verdicts, debias shuffle) |",
+                  "| metric | step 0 | step 2 | change |", "| player/fake/accuracy | 0.250 | 0.250 | +0.000 |",
+                  "Wilson score interval", "trl 1.16.0"):
+        assert field in card, field
+    snippet = re.search(r"```python\n(.*?)```", card, re.DOTALL)[1]  # the card's own usage example, as written
+    assert f'model="{run / "final"}"' in snippet
+    exec(snippet, {"print": lambda *args: None})
 
 
 @pytest.mark.slow

@@ -142,8 +142,12 @@ def eval_(
     output: Path = typer.Option(None, "--output", help="run folder (default: the suite's output_dir/NAME-TIME)"),
     compare: bool = typer.Option(False, "--compare", help="print and plot two run folders side by side"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
+    verbose: bool = typer.Option(False, "--verbose", help="also show the libraries' progress bars and info logs"),
 ) -> None:
     """Evaluate a model on a suite: player benchmarks through lm-eval, referee benchmarks, win rate; or compare runs."""
     from urpo_kit.eval.command import eval_command
+    from urpo_kit.quiet import quiet_libraries
 
-    eval_command(args or [], model=model, output=output, compare=compare, progress=not no_progress, console=console)
+    with quiet_libraries(verbose):
+        eval_command(args or [], model=model, output=output, compare=compare, progress=not no_progress,
+                     console=console)

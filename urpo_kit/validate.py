@@ -62,6 +62,11 @@ def validate_files(files: Sequence[Path], overrides: Sequence[str], *, allow_cod
                 _validate_task(check, rows=rows, strict=strict, console=console, err_console=err_console)
             if kind == "suite":
                 console.print(f"ok {escape(str(path))} (eval suite)", highlight=False, soft_wrap=True)
+            if kind == "recipe":
+                from urpo_kit.eval.overlap import recipe_overlaps
+
+                for warning in recipe_overlaps(load_recipe(path, overrides)):
+                    err_console.print(f"[yellow]warning[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
         except UrpoError as e:
             failed += 1
             for line in str(e).splitlines():

@@ -100,6 +100,9 @@ class WinRateBenchmark(_Benchmark):
                                  description="judge spec (default: pairwise, referee/pair.j2); one judgment per row "
                                              "in a seeded order, so `mode` is pairwise and `debias` none")
     judge_sampling: Sampling = Field(default_factory=Sampling, description="overrides of the referee sampling")
+    difficulty: str | None = Field(None, description="Jinja2 template rendering a row's instruction difficulty (a "
+                                                     "number, e.g. AlpacaEval's `{{ instruction_difficulty }}`) for "
+                                                     "the length-controlled win rate's GLM; default: none")
 
     @model_validator(mode="before")
     @classmethod

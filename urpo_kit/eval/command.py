@@ -11,18 +11,15 @@ from rich.table import Table
 
 from urpo_kit.errors import UrpoError
 
-__all__ = ["eval_command"]
+__all__ = ["eval_command", "rich_table"]
 
 
-def _table(title: str, header: Sequence[str], rows: list[Sequence[str]]) -> Table:
-    table = Table(*header, title=title)
+def rich_table(title: str, header: Sequence[str], rows: list[Sequence[str]]) -> Table:
+    """A table for the console (the run folder's reports hold the same rows in markdown)."""
+    table = Table(*header, title=title, title_justify="left")
     for row in rows:
         table.add_row(*row)
     return table
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
 
 
 def eval_command(args: Sequence[str], *, model: str | None, output: Path | None, compare: bool, progress: bool,
@@ -35,13 +32,14 @@ def eval_command(args: Sequence[str], *, model: str | None, output: Path | None,
 
         run_a, run_b = Path(args[0]), Path(args[1])
         folder = output or Path("runs") / f"compare-{run_a.name}-vs-{run_b.name}"
-        console.print(_table(f"A = {run_a}   B = {run_b}", COMPARE_HEADER, compare_runs(run_a, run_b, folder)))
+        console.print(rich_table(f"A = {run_a}   B = {run_b}", COMPARE_HEADER, compare_runs(run_a, run_b, folder)))
         console.print(f"written: {', '.join(str(p) for p in sorted(folder.glob('compare.*')))}")
         return folder
     if not args:
         raise UrpoError("give a suite YAML (or --compare RUN_A RUN_B)")
     suite_path, overrides = Path(args[0]), list(args[1:])
     from urpo_kit.config.suite import load_suite
+    from urpo_kit.eval.report import summary_table
     from urpo_kit.eval.runner import run_suite
     from urpo_kit.models import load_model, load_tokenizer
 
@@ -49,7 +47,6 @@ def eval_command(args: Sequence[str], *, model: str | None, output: Path | None,
     folder = output or suite.output_dir / f"{suite.name}-{datetime.now():%Y%m%d-%H%M%S}"
     console.print(f"loading {suite.model.name}")
     metrics = run_suite(suite, load_model(suite.model), load_tokenizer(suite.model), folder, progress=progress)
-    console.print(_table(f"{suite.name} on {suite.model.name}", ["metric", "value"],
-                         [[k, _num(v)] for k, v in metrics.items()]))
+    console.print(rich_table(f"{suite.name} on {suite.model.name}", *summary_table({"value [95% CI]": metrics})))
     console.print(f"written: {folder}/results.json, report.md, charts.png")
     return folder

@@ -25,6 +25,7 @@ from urpo_kit.compiler import PreparedTask
 from urpo_kit.config.loader import origin_of
 from urpo_kit.errors import UrpoError
 from urpo_kit.kinds import Verifiable
+from urpo_kit.quiet import silent_tqdm
 from urpo_kit.referee import SamplingParams
 
 __all__ = ["ExportedTask", "Scorer", "export_task", "generation_kwargs", "lm_eval_offline", "row_scores",
@@ -162,11 +163,15 @@ def run_lm_eval(model: Any, tokenizer: Any, tasks: Sequence[str], *, include_pat
     Every process of a distributed run evaluates everything (lm-eval treats a model object as single-process), so
     LOCAL_RANK reads 0 during the call: lm-eval would otherwise return None on all but local rank 0.
     """
+    import lm_eval.api.model
+    import lm_eval.api.task
+    import lm_eval.models.huggingface
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    with lm_eval_offline() if offline else contextlib.nullcontext(), _environ(LOCAL_RANK="0"), _quiet_lm_eval():
+    bars = silent_tqdm(lm_eval.api.model, lm_eval.api.task, lm_eval.models.huggingface)  # its per-request bars
+    with lm_eval_offline() if offline else contextlib.nullcontext(), _environ(LOCAL_RANK="0"), _quiet_lm_eval(), bars:
         manager = TaskManager(include_path=str(include_path) if include_path else None,
                               include_defaults=include_path is None)
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)

@@ -1,5 +1,6 @@
 """The run folder of an evaluation: results.json (every number, the suite, the model, versions, data hashes),
-report.md (a table per benchmark kind, with the formulas) and charts.png; and the side-by-side comparison of two runs.
+report.md (the summary table, a table per benchmark kind, the formulas) and charts.png; and the side-by-side
+comparison of two runs. The summary table is also the held-out table of training (console and model card).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from urpo_kit.config.suite import EvalSuite
 from urpo_kit.errors import UrpoError
 from urpo_kit.eval.stats import Change, paired_bootstrap
 
-__all__ = ["CHART_FILE", "COMPARE_HEADER", "REPORT_FILE", "RESULTS_FILE", "compare_runs", "headline", "load_run",
-           "paired_changes", "SuiteResult", "with_interval", "write_run"]
+__all__ = ["CHART_FILE", "COMPARE_HEADER", "INTERVALS", "REPORT_FILE", "RESULTS_FILE", "SuiteResult", "compare_runs",
+           "headline", "load_run", "markdown_table", "paired_changes", "summary_table", "with_interval", "write_run"]
 
 
 @dataclass
@@ -42,6 +43,7 @@ PACKAGES = ("urpo-kit", "torch", "transformers", "lm_eval", "datasets", "numpy")
 # the metric of each benchmark kind whose per-row scores results.json keeps (`row_scores` in the benchmark details)
 HEADLINES = {"player": "accuracy", "referee": "accuracy", "winrate": "win_rate"}
 CI_SUFFIXES = ("_ci_low", "_ci_high")
+SUMMARY_SUFFIXES = ("accuracy", "win_rate")  # the figures of the summary table (raw and length-controlled win rate)
 COMPARE_HEADER = ("metric", "A", "B", "B - A", "95% CI (paired)")
 
 FORMULAS = """\
@@ -66,6 +68,13 @@ FORMULAS = """\
 - **Win rate (AlpacaEval-protocol, judge=X)**: the model's answer against the reference answer, shown in the same
   seeded random order; `(wins + draws / 2) / items`, where an unparseable judgment is a draw. This follows the
   AlpacaEval protocol with the named judge; it is not an AlpacaEval score.
+- **LC win rate** (length-controlled, as AlpacaEval 2 fits it: Dubois et al. 2024, arXiv 2404.04475, alpaca_eval
+  `metrics/glm_winrate.py`, GLM `length_controlled_v1`): a logistic regression of each row's outcome (a draw is 0.5)
+  on `theta + phi * tanh(delta / std(delta)) + psi * difficulty`, delta being answer minus reference length in
+  characters and difficulty the benchmark's optional `difficulty` per row; LC = mean over rows of
+  `sigmoid(theta + psi * difficulty)`, the win rate predicted at zero length difference. **length weight** = phi
+  (> 0: the judge prefers longer answers). Not done here: AlpacaEval's regularisation towards its own "gamed"
+  baseline annotations and its cross-validated L1 penalty (a 1e-4 L2 penalty keeps one-sided fits finite).
 """
 INTERVALS = """\
 - **Intervals** `value [low, high]`: the 95% Wilson score interval of the mean over the benchmark's rows, with
@@ -145,11 +154,32 @@ def with_interval(metrics: dict[str, Any], key: str) -> str:
     return _fmt(value) if low is None or high is None else f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
-def _table(header: Sequence[str], rows: list[Sequence[Any]]) -> str:
+def markdown_table(header: Sequence[str], rows: list[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(c) if not isinstance(c, str) else c.replace("|", "\\|") for c in row) + " |"
               for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def summary_table(columns: dict[str, dict[str, Any]],
+                  changes: dict[str, Change | str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the one summary table: each accuracy and win rate (`SUMMARY_SUFFIXES`) with its 95%
+    interval, one column per evaluation; with two columns also the change, with its paired interval where `changes`
+    has one (else the plain difference). report.md, the training console and the model card all show this table."""
+    names = sorted({k for metrics in columns.values() for k in metrics
+                    if k.endswith(SUMMARY_SUFFIXES) and not k.startswith("eval/")})
+    header = ["metric", *columns] + (["change"] if len(columns) == 2 else [])
+    rows = []
+    for name in names:
+        row = [name, *(with_interval(metrics, name) for metrics in columns.values())]
+        if len(columns) == 2:
+            change = (changes or {}).get(name)
+            if not isinstance(change, Change):
+                a, b = (metrics.get(name) for metrics in columns.values())
+                change = f"{b - a:+.3f}" if a is not None and b is not None else ""
+            row.append(str(change))
+        rows.append(row)
+    return header, rows
 
 
 def report_markdown(payload: dict[str, Any]) -> str:
@@ -158,29 +188,35 @@ def report_markdown(payload: dict[str, Any]) -> str:
              f"model `{model['name']}` ({model['parameters']:,} parameters, {model['dtype']}), "
              f"started {payload['started']}, {payload['seconds']:.1f} s. "
              + ", ".join(f"{k} {v}" for k, v in payload["versions"].items()) + "\n"]
+    header, rows = summary_table({"value [95% CI]": payload["metrics"]})
+    if rows:
+        parts += ["## Summary\n", markdown_table(header, rows)]
     if payload["player"]:
         rows = [[p["name"], p.get("source") or f"lm-eval `{p['lm_eval_task']}` ({p.get('accuracy_metric')})",
                  p.get("rows"), with_interval(p["metrics"], "accuracy"), p["metrics"].get("extracted"),
                  f"{p['seconds']:.1f}"]
                 for p in payload["player"]]
-        parts += ["## Player\n", _table(["benchmark", "data", "rows", "accuracy", "extracted", "seconds"], rows)]
+        parts += ["## Player\n",
+                  markdown_table(["benchmark", "data", "rows", "accuracy", "extracted", "seconds"], rows)]
     if payload["referee"]:
         rows = [[r["name"], r["source"], r["order"], r["metrics"]["n"], with_interval(r["metrics"], "accuracy"),
                  r["metrics"]["parse_failures"], r["metrics"].get("consistency"), r["metrics"].get("first_position"),
                  r["metrics"].get("random_order_accuracy"), f"{r['seconds']:.1f}"] for r in payload["referee"]]
-        parts += ["## Referee\n", _table(["benchmark", "data", "order", "items", "accuracy", "parse failures",
+        parts += ["## Referee\n", markdown_table(["benchmark", "data", "order", "items", "accuracy", "parse failures",
                                           "consistency", "first position", "random-order accuracy", "seconds"], rows)]
         for r in payload["referee"]:
             if len(r["subsets"]) > 1 or r["sections"]:
                 rows = [[s, v["n"], with_interval(v, "accuracy")] for s, v in r["subsets"].items()]
                 rows += [[f"**{s}** (section)", "", v] for s, v in r["sections"].items()]
-                parts += [f"### {r['name']}: subsets\n", _table(["subset", "items", "accuracy"], rows)]
+                parts += [f"### {r['name']}: subsets\n", markdown_table(["subset", "items", "accuracy"], rows)]
     if payload["winrate"]:
         rows = [[f"{w['name']} ({w['label']})", w["metrics"]["n"], with_interval(w["metrics"], "win_rate"),
+                 w["metrics"].get("lc_win_rate"), w["metrics"].get("lc_length_weight"),
                  w["metrics"]["parse_failures"], w["metrics"]["answer_chars"], w["metrics"]["reference_chars"],
                  f"{w['seconds']:.1f}"] for w in payload["winrate"]]
-        parts += ["## Win rate\n", _table(["benchmark", "items", "win rate", "parse failures (draws)",
-                                           "answer chars", "reference chars", "seconds"], rows)]
+        parts += ["## Win rate\n", markdown_table(["benchmark", "items", "win rate", "LC win rate", "length weight",
+                                                   "parse failures (draws)", "answer chars", "reference chars",
+                                                   "seconds"], rows)]
     logs = [f for p in payload["player"] for f in p.get("samples_files", [])]
     logs += [b["log_file"] for b in payload["referee"] + payload["winrate"]]
     parts.append(f"Charts: `{CHART_FILE}`. Per-sample logs: " + ", ".join(f"`{f}`" for f in logs) + ".\n")
@@ -253,7 +289,7 @@ def compare_runs(run_a: Path, run_b: Path, output: Path) -> list[list[str]]:
     (output / "compare.md").write_text(
         f"# Compare\n\n- A: `{run_a}` (model `{a['model']['name']}`, suite `{a['suite']['name']}`)\n"
         f"- B: `{run_b}` (model `{b['model']['name']}`, suite `{b['suite']['name']}`)\n\n"
-        f"{_table(COMPARE_HEADER, rows)}\n{INTERVALS}", encoding="utf-8")
+        f"{markdown_table(COMPARE_HEADER, rows)}\n{INTERVALS}", encoding="utf-8")
     shared = {k: [headline(a)[k], headline(b)[k]] for k in headline(a) if k in headline(b)}
     if shared:
         bar_chart(shared, names, output / "compare.png", "A vs B")

@@ -31,6 +31,7 @@ from urpo_kit.eval.report import SuiteResult, write_run
 from urpo_kit.eval.referee_bench import load_preference_set, run_referee_benchmark
 from urpo_kit.eval.stats import interval
 from urpo_kit.eval.winrate import run_winrate
+from urpo_kit.recast import RenderError
 from urpo_kit.referee import HFBackend, SamplingParams
 from urpo_kit.sources import describe_source
 
@@ -195,11 +196,18 @@ def _winrate(bench: WinRateBenchmark, name: str, suite: EvalSuite, backend: HFBa
         judge_name = bench.judge.name
     player_sampling = SamplingParams.merge(suite.sampling.player, bench.sampling)
     judge_sampling = SamplingParams.merge(suite.sampling.referee, bench.judge_sampling)
-    result = run_winrate(bench, player=ProgressBackend(backend, f"answers {name}", progress),
-                         judge=ProgressBackend(judge, f"judge {name}", progress), judge_name=judge_name,
-                         limit=bench.limit or suite.limit, player_sampling=player_sampling,
-                         judge_sampling=judge_sampling, seed=suite.seed,
-                         suite_dir=origin.parent if origin else None, allow_code=suite.allow_code)
+    try:
+        result = run_winrate(bench, player=ProgressBackend(backend, f"answers {name}", progress),
+                             judge=ProgressBackend(judge, f"judge {name}", progress), judge_name=judge_name,
+                             limit=bench.limit or suite.limit, player_sampling=player_sampling,
+                             judge_sampling=judge_sampling, seed=suite.seed,
+                             suite_dir=origin.parent if origin else None, allow_code=suite.allow_code)
+    except RenderError as e:
+        if e.field not in ("reference", "difficulty"):
+            raise
+        field = f"winrate.{suite.winrate.index(bench)}.{e.field}"  # the suite's own templates: located there
+        mark = position_of(suite, field)
+        raise ConfigError(Problem(mark.file, mark.line, mark.column, field, str(e).removeprefix(f"{e.field}: ")))
     log = workdir / f"winrate_{name}.jsonl"
     _write_jsonl(log, result.log)
     scores = {str(entry["row"]): entry["outcome"] for entry in result.log}

@@ -1,4 +1,4 @@
-"""Trainer callbacks: the run log (metrics.jsonl + TensorBoard), held-out evaluation, plots, a rich progress bar.
+"""Trainer callbacks: the run log (metrics.jsonl + TensorBoard), held-out evaluation, plots, one line per step.
 
 Callbacks run on every process. Anything collective (gathering data positions, held-out generation under ZeRO-3 or
 FSDP) is therefore done by all ranks alike; only the main process writes files or prints.
@@ -13,6 +13,8 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from urpo_kit.eval.report import summary_table
+from urpo_kit.quiet import is_quiet
 from urpo_kit.train.metrics import RunLog, plot_run
 from urpo_kit.train.rewards import StepObserver
 
@@ -53,9 +55,10 @@ class HeldOutEvalCallback(TrainerCallback):
     """
 
     def __init__(self, suites: list[Any], every: int, run_dir: Path, run_log: RunLog,
-                 run_suite: Callable[..., dict[str, float]], done_steps: Iterable[int] = ()):
+                 run_suite: Callable[..., dict[str, float]], done_steps: Iterable[int] = (),
+                 print_line: Callable[[str], None] | None = None):
         self.suites, self.every, self.run_dir, self.run_log = suites, every, run_dir, run_log
-        self.run_suite = run_suite
+        self.run_suite, self.print_line = run_suite, print_line
         self.done = set(done_steps)
         self.generation_model: Callable[[], Any] | None = None  # set once the trainer exists
         self.tokenizer: Any = None
@@ -69,11 +72,15 @@ class HeldOutEvalCallback(TrainerCallback):
             for suite in self.suites:
                 folder = heldout_folder(self.run_dir, step) if state.is_world_process_zero else None
                 results.update(self.run_suite(suite, model, self.tokenizer, folder,
-                                              progress=state.is_world_process_zero))
+                                              progress=state.is_world_process_zero and not is_quiet()))
         results["heldout/time_s"] = time.perf_counter() - start
         self.done.add(step)
         if state.is_world_process_zero:
             self.run_log.write(step, results, kind="heldout")
+            if self.print_line is not None:
+                _, rows = summary_table({"": results})
+                self.print_line(f"held-out at step {step} ({results['heldout/time_s']:.0f} s): "
+                                + "  ".join(f"{name} {value}" for name, value in rows))
         return results
 
     def _due(self, step: int) -> bool:
@@ -107,41 +114,42 @@ class PlotsCallback(TrainerCallback):
             plot_run(self.run_dir)
 
 
-class RichProgressCallback(TrainerCallback):
-    """A rich progress bar over optimizer steps with the latest reward and step time (main process)."""
+def step_line(step: int, max_steps: int, logs: dict[str, Any], seconds: float, eta: float) -> str:
+    """`step 3/8  player 0.412  referee 0.550  12.3 s/step  ETA 1:02`: each role's reward is the mean over its tasks'
+    `{task}/{role}/reward_mean` (the run log keeps them per task)."""
+    parts = [f"step {step}/{max_steps}"]
+    for role in ("player", "referee"):
+        values = [v for k, v in logs.items() if k.endswith(f"/{role}/reward_mean") and isinstance(v, (int, float))]
+        if values:
+            parts.append(f"{role} {sum(values) / len(values):.3f}")
+    minutes, secs = divmod(round(eta), 60)
+    parts += [f"{seconds:.1f} s/step", f"ETA {minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60
+              else f"ETA {minutes}:{secs:02d}"]
+    return "  ".join(parts)
 
-    def __init__(self) -> None:
-        self.progress: Any = None
-        self.task: Any = None
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                       **kwargs: Any) -> None:
-        if not state.is_world_process_zero:
-            return
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+class StepLineCallback(TrainerCallback):
+    """One line per logged training step on the main process (rewards per role, seconds per step, time left), in
+    place of a progress bar, so that a log file or CI output reads like the console. Seconds per step count the
+    optimizer step only: held-out evaluations, printed by their own callback, are left out of the ETA."""
 
-        self.progress = Progress(TextColumn("[bold]train[/bold]"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
-        self.progress.start()
-        self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, info="")
+    def __init__(self, print_line: Callable[[str], None]):
+        self.print_line = print_line
+        self.started = 0.0
+        self.durations: list[float] = []
+
+    def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                      **kwargs: Any) -> None:
+        self.started = time.perf_counter()
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                     **kwargs: Any) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, completed=state.global_step)
+        self.durations.append(time.perf_counter() - self.started)
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        if self.progress is None or not logs or "reward" not in logs:
+        if not state.is_world_process_zero or not logs or "reward" not in logs or not self.durations:
             return
-        info = f"reward {logs['reward']:.3f}"
-        if "step_time" in logs:
-            info += f"  {logs['step_time']:.1f} s/step"
-        self.progress.update(self.task, info=info)
-
-    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                     **kwargs: Any) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
+        seconds = sum(self.durations[-5:]) / len(self.durations[-5:])  # recent steps: the rate settles after warm-up
+        self.print_line(step_line(state.global_step, state.max_steps, logs, seconds,
+                                  seconds * (state.max_steps - state.global_step)))

@@ -15,33 +15,13 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def heldout_table(heldout: dict[int, dict[str, float]], run_dir: Path | None = None) -> Table | None:
-    """Held-out figures at the first and the last evaluated step (accuracy metrics only, with their 95% intervals),
-    or None without any. With the run folder, the change carries the paired bootstrap interval over the rows both
-    steps' evaluations scored (read from their eval folders), which tells a real change from noise."""
-    from urpo_kit.eval.report import RESULTS_FILE, load_run, paired_changes, with_interval
-    from urpo_kit.eval.stats import Change
-    from urpo_kit.train.callbacks import heldout_folder
+    """The held-out table (`card.heldout_summary`: accuracies with their 95% intervals at the first and the last
+    evaluated step, the change with its paired interval) for the console, or None without any evaluation."""
+    from urpo_kit.eval.command import rich_table
+    from urpo_kit.train.card import heldout_summary
 
-    if not heldout:
-        return None
-    first, last = min(heldout), max(heldout)
-    changes: dict[str, Change | str] = {}
-    if run_dir is not None:
-        before, after = (heldout_folder(run_dir, step) / RESULTS_FILE for step in (first, last))
-        if before.is_file() and after.is_file():
-            changes = paired_changes(load_run(before), load_run(after))
-    names = sorted(k for k in {**heldout[first], **heldout[last]} if k.endswith("accuracy"))
-    table = Table(title="Held-out evaluation", title_justify="left")
-    table.add_column("metric")
-    table.add_column(f"step {first}", justify="right")
-    table.add_column(f"step {last}", justify="right")
-    table.add_column("change", justify="right")
-    for name in names:
-        a, b, change = heldout[first].get(name), heldout[last].get(name), changes.get(name)
-        if not isinstance(change, Change):  # no paired interval: the plain difference
-            change = f"{b - a:+.3f}" if a is not None and b is not None else ""
-        table.add_row(name, with_interval(heldout[first], name), with_interval(heldout[last], name), str(change))
-    return table
+    summary = heldout_summary(heldout, run_dir)
+    return None if summary is None else rich_table("Held-out evaluation", *summary)
 
 
 def train_command(
@@ -49,20 +29,24 @@ def train_command(
     overrides: Optional[List[str]] = typer.Argument(None, help="key.path=value overrides, e.g. grpo.steps=5"),
     resume: bool = typer.Option(False, "--resume", help="continue from the latest checkpoint in output_dir"),
     allow_code: bool = typer.Option(False, "--allow-code", help="allow dotted-path pkg.mod:fn verifiers/generators"),
+    verbose: bool = typer.Option(False, "--verbose", help="also show the libraries' progress bars and info logs"),
 ) -> None:
     """Train one model as player and referee (URPO) with TRL's GRPOTrainer; see recipes/quickstart.yaml."""
     from urpo_kit.config.loader import load_recipe
     from urpo_kit.eval import run_suite
+    from urpo_kit.quiet import quiet_libraries
     from urpo_kit.train.trainer import is_main_process, train
 
     spec = load_recipe(recipe, overrides or [])
     if allow_code:
         spec.allow_code = True
-    result = train(spec, resume=resume, run_suite=run_suite)
+    with quiet_libraries(verbose):
+        result = train(spec, resume=resume, run_suite=run_suite)
     if not is_main_process():
         return
     console.print(f"[green]done[/green] {result.steps} steps in {result.seconds / 60:.1f} min; run folder "
-                  f"{result.run_dir} (metrics.jsonl, tensorboard/, plots/), final model {result.final_dir}")
+                  f"{result.run_dir} (README.md model card, metrics.jsonl, tensorboard/, plots/), final model "
+                  f"{result.final_dir}")
     table = heldout_table(result.heldout, result.run_dir)
     if table is None:
         console.print("no held-out evaluation (the recipe names no eval.suites, or eval.every is 0)")

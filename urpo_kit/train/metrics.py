@@ -109,6 +109,14 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def read_heldout(run_dir: Path) -> dict[int, dict[str, float]]:
+    """Step -> held-out metrics, from the run log (empty before any held-out evaluation)."""
+    path = run_dir / "metrics.jsonl"
+    records = read_metrics(path) if path.exists() else []
+    return {r["step"]: {k: v for k, v in r.items() if k not in ("step", "kind")}
+            for r in records if r.get("kind") == "heldout"}
+
+
 def curves(records: Sequence[dict[str, Any]], kind: str, suffix: str) -> dict[str, list[tuple[int, float]]]:
     """(step, value) series of the finite numeric metrics named `...suffix` in the records of one kind."""
     series: dict[str, list[tuple[int, float]]] = {}

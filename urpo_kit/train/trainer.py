@@ -7,6 +7,7 @@ reward function per task kind, the self-referee bound to the trainer's own model
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -19,12 +20,14 @@ from urpo_kit.config.schema import Recipe
 from urpo_kit.errors import UrpoError
 from urpo_kit.kinds import OpenEnded
 from urpo_kit.train.layout import BatchLayout, batch_layout
-from urpo_kit.train.metrics import RunLog, read_metrics
+from urpo_kit.train.card import write_model_card
+from urpo_kit.train.metrics import RunLog, read_heldout
 from urpo_kit.train.resume import check_resume, checkpoint_step, fingerprint, set_aside_incomplete, write_run_info
 from urpo_kit.train.rewards import StepObserver, reward_functions
 from urpo_kit.train.self_referee import SelfReferee, generation_context, trainer_backend
 
 log = logging.getLogger(__name__)
+FINAL_DIR = "final"  # full weights at the end of training, with the model card
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -106,7 +109,7 @@ def grpo_config(recipe: Recipe, layout: BatchLayout, **extra: Any) -> GRPOConfig
         use_cpu=not cuda,
         bf16=cuda and torch.cuda.is_bf16_supported(),  # TRL's default (bf16=True) fails on a CPU-only machine
         report_to="none",  # TensorBoard is written by our run log, with our metrics in it
-        disable_tqdm=True,  # replaced by a rich progress bar
+        disable_tqdm=True,  # replaced by one line per step (StepLineCallback)
         use_vllm=gen.backend != "hf",
         **layout.grpo_config_kwargs(),
     )
@@ -141,7 +144,7 @@ def make_trainer(recipe: Recipe, layout: BatchLayout, dataset: Dataset, rewards:
     if trainer.accelerator.num_processes != layout.num_processes:
         raise UrpoError(f"the launcher reports {layout.num_processes} processes but accelerate runs "
                         f"{trainer.accelerator.num_processes}; launch with `accelerate launch` or torchrun")
-    trainer.remove_callback(PrinterCallback)  # added by disable_tqdm; the run log and progress bar replace it
+    trainer.remove_callback(PrinterCallback)  # added by disable_tqdm; the run log and step lines replace it
     if referee is not None:
         referee.backend.bind(trainer_backend(trainer, recipe))
         referee.check(recipe.grpo.group_size)
@@ -169,7 +172,7 @@ def build_run(recipe: Recipe, *, resume: bool = False, callbacks: Sequence[Train
     """Prepare tasks and stream, check the layout and the run folder, and build the trainer (nothing runs yet)."""
     from accelerate.utils import gather_object
 
-    from urpo_kit.train.callbacks import PlotsCallback, RichProgressCallback, RunLogCallback
+    from urpo_kit.train.callbacks import PlotsCallback, RunLogCallback, StepLineCallback
 
     run_dir = Path(recipe.output_dir)
     tasks = prepare_recipe_tasks(recipe)
@@ -194,22 +197,31 @@ def build_run(recipe: Recipe, *, resume: bool = False, callbacks: Sequence[Train
     observer = StepObserver()
     rewards = reward_functions([t.task for t in tasks], observer=observer)
 
-    heldout = _heldout_callback(recipe, run_dir, run_log, run_suite, resume_from)
-    ours: list[TrainerCallback] = [RunLogCallback(run_log, observer, gather_object)]
-    if heldout is not None:
-        ours.append(heldout)
-    ours += [PlotsCallback(run_dir), RichProgressCallback() if progress else None, *callbacks]
+    print_line = functools.partial(print, flush=True) if progress else None
+    heldout = _heldout_callback(recipe, run_dir, run_log, run_suite, resume_from, print_line)
+    # the step line comes before the held-out evaluation, so that its seconds per step leave the evaluation out
+    ours: list[TrainerCallback | None] = [RunLogCallback(run_log, observer, gather_object),
+                                          StepLineCallback(print_line) if print_line else None,
+                                          heldout, PlotsCallback(run_dir), *callbacks]
 
     trainer = make_trainer(recipe, layout, dataset, rewards, referee, [c for c in ours if c is not None],
                            **config_overrides)
     if heldout is not None:
         heldout.generation_model = generation_context(trainer)
         heldout.tokenizer = trainer.processing_class
+
+    def create_model_card(*args: Any, **kwargs: Any) -> None:
+        """TRL writes its generic card into the run folder at every checkpoint; ours takes its place."""
+        if trainer.is_world_process_zero():
+            write_model_card(recipe, tasks, stream, run_dir, run_dir / FINAL_DIR)
+
+    trainer.create_model_card = create_model_card
     return UrpoRun(recipe, run_dir, tasks, stream, layout, trainer, referee, run_log, resume_from)
 
 
 def _heldout_callback(recipe: Recipe, run_dir: Path, run_log: RunLog,
-                      run_suite: Callable[..., dict[str, float]] | None, resume_from: Path | None):
+                      run_suite: Callable[..., dict[str, float]] | None, resume_from: Path | None,
+                      print_line: Callable[[str], None] | None):
     """The held-out evaluation callback, or None when the recipe names no suites (or `eval.every` is 0)."""
     from urpo_kit.config.suite import load_suite
     from urpo_kit.train.callbacks import HeldOutEvalCallback
@@ -220,10 +232,8 @@ def _heldout_callback(recipe: Recipe, run_dir: Path, run_log: RunLog,
         raise UrpoError("held-out evaluation needs an evaluator: pass run_suite (urpo_kit.eval.run_suite, as "
                         "`urpo-kit train` does), or set eval.every=0 to train without it")
     suites = [load_suite(path) for path in recipe.eval.suites]
-    done = []
-    if resume_from is not None and run_log.path.exists():
-        done = [r["step"] for r in read_metrics(run_log.path) if r.get("kind") == "heldout"]
-    return HeldOutEvalCallback(suites, recipe.eval.every, run_dir, run_log, run_suite, done)
+    done = list(read_heldout(run_dir)) if resume_from is not None else []
+    return HeldOutEvalCallback(suites, recipe.eval.every, run_dir, run_log, run_suite, done, print_line)
 
 
 @dataclass
@@ -239,7 +249,7 @@ def save_final(run: UrpoRun) -> Path:
     """`final/` in the run folder: full weights loadable by transformers and vLLM (LoRA merged where possible)."""
     from peft import PeftModel
 
-    trainer, folder = run.trainer, run.run_dir / "final"
+    trainer, folder = run.trainer, run.run_dir / FINAL_DIR
     model = trainer.accelerator.unwrap_model(trainer.model)
     sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
     if isinstance(model, PeftModel) and not sharded:
@@ -261,9 +271,6 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, **kwar
         final = save_final(run)
     finally:
         run.run_log.close()
-    heldout: dict[int, dict[str, float]] = {}
-    if run.run_log.path.exists():
-        for r in read_metrics(run.run_log.path):
-            if r.get("kind") == "heldout":
-                heldout[r["step"]] = {k: v for k, v in r.items() if k not in ("step", "kind")}
-    return TrainResult(run.run_dir, run.trainer.state.global_step, time.perf_counter() - start, final, heldout)
+    run.trainer.create_model_card()  # ours (see build_run), now with the final held-out figures and final/
+    return TrainResult(run.run_dir, run.trainer.state.global_step, time.perf_counter() - start, final,
+                       read_heldout(run.run_dir))
