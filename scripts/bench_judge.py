@@ -43,7 +43,7 @@ from urpo_kit.config.schema import Mode, VerdictKind
 from urpo_kit.judge.batch import reporting
 from urpo_kit.judge.rows import JudgeRow, RowInput, gold_credit, judge_item, row_key, to_result
 from urpo_kit.judge.settings import JudgeSettings, load_backend
-from urpo_kit.recast import VERDICT_PREFILLS
+from urpo_kit.referee.modes import MODES
 from urpo_kit.referee import HFBackend, SamplingParams, Verdict
 from urpo_kit.sources.files import iter_file
 
@@ -92,7 +92,7 @@ def verdict_settings(settings: JudgeSettings, verdict: VerdictKind, mode: Mode, 
     if verdict == "likelihood":
         return dataclasses.replace(settings, verdict=verdict,
                                    prefill=LIKELIHOOD_SCORE_PREFILL if mode == "pointwise" else None)
-    return dataclasses.replace(settings, prefill=VERDICT_PREFILLS[mode]) if prefill else settings
+    return dataclasses.replace(settings, prefill=MODES[mode].prefill) if prefill else settings
 
 
 def timed(backend: HFBackend, settings: JudgeSettings, mode: Mode, rows: list[RowInput], label: str,

@@ -13,14 +13,8 @@ from urpo_kit.config import locate
 from urpo_kit.config.schema import RefereeSpec
 from urpo_kit.errors import FieldError
 from urpo_kit.kinds import TaskFile, build, episode_from_record, load_task
-from urpo_kit.recast import (
-    BUILTIN_TEMPLATES,
-    RefereeRenderer,
-    RefereeView,
-    Templates,
-    make_labels,
-    stable_seed,
-)
+from urpo_kit.recast import BUILTIN_TEMPLATES, Templates, stable_seed
+from urpo_kit.referee.view import RefereeRenderer, RefereeView, make_labels
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hub"
 ROW = {"question": "What is 2 + 3?", "answer": "2 + 3 = 5\n#### 5"}

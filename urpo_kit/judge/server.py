@@ -39,7 +39,7 @@ from urpo_kit.judge.rows import (
     to_result,
 )
 from urpo_kit.judge.settings import JudgeSettings
-from urpo_kit.recast import MAX_LETTER_LABELS
+from urpo_kit.referee.view import MAX_LETTER_LABELS
 from urpo_kit.referee import Judge, JudgeItem, Verdict
 from urpo_kit.referee.backends import Backend
 from urpo_kit.config.schema import Mode

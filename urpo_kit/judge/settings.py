@@ -57,7 +57,7 @@ class JudgeSettings:
         """Everything that decides a row's judgment, with the template's content rather than its name, so that
         editing a template or switching model re-judges rows in a resumed run."""
         template = Path(judge.renderer.template.filename).read_bytes()  # type: ignore[attr-defined]
-        values = dataclasses.asdict(self) | {"mode": judge.mode, "verdict": judge.verdict,
+        values = dataclasses.asdict(self) | {"mode": judge.mode.name, "verdict": judge.verdict,
                                              "template": hashlib.sha256(template).hexdigest()}
         return values | {"model": model}
 

@@ -12,7 +12,8 @@ from pydantic import Field
 
 from urpo_kit.config.schema import Prompt, RefereeSpec, TaskBase
 from urpo_kit.kinds.base import Completion, Episode, LogMetric, Messages, Payload, PlayerPrompt, ResolvedTask, Score
-from urpo_kit.recast import RefereeRenderer, Templates, stable_seed
+from urpo_kit.recast import Templates, stable_seed
+from urpo_kit.referee.view import RefereeRenderer
 from urpo_kit.referee import JudgeItem, Verdict
 from urpo_kit.rewards import combine, spearman
 
@@ -57,7 +58,7 @@ class OpenEnded(ResolvedTask[OpenEndedEpisode]):
 
     @property
     def whole_groups(self) -> bool:
-        return self.spec.self_referee.mode != "pointwise"
+        return self.referee.mode.whole_groups
 
     def render(self, variables: dict[str, Any], *, row_number: int | None, seed: int,
                position: int | None) -> tuple[Messages, OpenEndedEpisode]:
@@ -87,8 +88,8 @@ class OpenEnded(ResolvedTask[OpenEndedEpisode]):
         return out
 
     def check(self, episode: Episode[OpenEndedEpisode]) -> str:
-        mode = self.spec.self_referee.mode
-        placeholders = [f"(answer {i + 1})" for i in range({"pairwise": 2, "pointwise": 1}.get(mode, 4))]
+        mode = self.referee.mode
+        placeholders = [f"(answer {i + 1})" for i in range(mode.example)]
         view = self.referee.render(episode.payload.instruction, placeholders,
                                    random.Random(stable_seed("validate", self.name)))
         self.referee.check_prefill(view)

@@ -12,8 +12,10 @@ from pydantic import Field
 from urpo_kit.config.schema import RefereeSpec, TaskBase
 from urpo_kit.errors import FieldError
 from urpo_kit.kinds.base import Completion, Episode, LogMetric, Messages, Payload, ResolvedTask, Score
-from urpo_kit.recast import MAX_LETTER_LABELS, RefereeRenderer, RefereeView, Templates, render, stable_seed
-from urpo_kit.rewards import combine, parse_ranking, parse_verdict, score_ranking
+from urpo_kit.recast import Templates, render, stable_seed
+from urpo_kit.referee.modes import MODES
+from urpo_kit.referee.view import MAX_LETTER_LABELS, RefereeRenderer, RefereeView
+from urpo_kit.rewards import combine, parse_ranking, score_ranking
 
 # What a trained judgment cannot use: GRPO samples one judgment per completion, at the player role's sampling.
 _JUDGE_ONLY = ("debias", "samples", "sampling")
@@ -67,7 +69,7 @@ class Preference(ResolvedTask[PreferenceEpisode]):
         if spec.referee.labels == "letters" and spec.max_candidates > MAX_LETTER_LABELS:
             raise FieldError("referee.labels", f"letters label at most {MAX_LETTER_LABELS} candidates; "
                                                f"lower max_candidates ({spec.max_candidates}) or use numbers")
-        if spec.referee.mode == "pointwise":
+        if MODES[spec.referee.mode].pointwise:
             raise FieldError("referee.mode", "a preference task is scored as a ranking: use listwise (or pairwise "
                                              "for two candidates)")
         for name in _JUDGE_ONLY:
@@ -105,7 +107,9 @@ class Preference(ResolvedTask[PreferenceEpisode]):
         return view.messages, PreferenceEpisode(gold, view.labels, view.order, view.prefill)
 
     def score(self, completions: Sequence[Completion], log: LogMetric) -> list[Score]:
-        rankings = [parse_verdict(c.text, c.episode.payload.labels, c.episode.payload.prefill) for c in completions]
+        # a completion continues its prompt's prefill: the verdict is read with it, as the mode parses any reply
+        rankings = [self.referee.mode.parse(c.episode.payload.prefill + c.text, c.episode.payload.labels,
+                                            c.episode.payload.prefill, self.spec.referee.scale) for c in completions]
         shares = position_shares(rankings)
         out = []
         for c, ranking in zip(completions, rankings):

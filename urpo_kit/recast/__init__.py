@@ -1,76 +1,35 @@
-"""Recasting: a source row becomes an Episode (chat messages + gold) through sandboxed Jinja2 templates.
+"""Recasting: the rendering machinery every prompt goes through, through sandboxed, strict Jinja2 templates.
 
-The rendering machinery every prompt goes through: compiled templates, located render errors, chat messages, and
-the referee's view of candidates (used by preference tasks, the self-referee and `urpo-kit judge`; the task kinds
-in `urpo_kit.kinds` render their own rows with it). Referee prompts show candidates in a seeded shuffled order with labels, and the
-permutation is kept so that a parsed ranking can be mapped back to the original candidates.
+Compiled templates (inline, files, expressions) with errors tagged by the task field they came from, rendering with
+located errors, chat messages, and stable seeds. The task kinds (`urpo_kit.kinds`) render their rows with it, and
+the referee's view of candidates (`urpo_kit.referee.view`) its prompts.
 """
 
 from __future__ import annotations
 
 import hashlib
-import random
 import traceback
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import jinja2
 from jinja2 import StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from urpo_kit.config.schema import RefereeSpec
 from urpo_kit.errors import FieldError
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-DEFAULT_REFEREE_TEMPLATES = {
-    "listwise": "referee/rank.j2",
-    "pairwise": "referee/pair.j2",
-    "pointwise": "referee/score.j2",
-}
-# The reply start that ends right where the verdict begins: what `verdict: likelihood` reads after when a referee
-# prompt sets no prefill of its own (the shipped templates' answer lines start this way).
-VERDICT_PREFILLS = {
-    "listwise": "Ranking: [",
-    "pairwise": "Ranking: [",
-    "pointwise": "Score: ",
-}
 
 
 class RenderError(FieldError):
     """A template failed to compile or render; `field` is the task field (e.g. `player.prompt`)."""
 
 
-@dataclass
-class RefereeView:
-    """A rendered referee prompt: `order[i]` is the original index of the candidate shown with `labels[i]`."""
-
-    messages: list[dict[str, str]]
-    labels: list[str]
-    order: list[int]
-    prefill: str = ""   # the reply's given start (the last, assistant, message); the model's text continues it
-
-    def to_original(self, shown_ranking: Sequence[int]) -> list[int]:
-        """Map a ranking over shown positions to a ranking over original candidate indices."""
-        return [self.order[i] for i in shown_ranking]
-
-
 def stable_seed(*parts: Any) -> int:
     """A seed derived from values, identical across processes and Python runs (unlike hash())."""
     digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "little")
-
-
-MAX_LETTER_LABELS = 26
-
-
-def make_labels(n: int, style: str = "numbers") -> list[str]:
-    if style == "letters":
-        if n > MAX_LETTER_LABELS:
-            raise ValueError(f"letters allow at most {MAX_LETTER_LABELS} candidates, got {n}")
-        return [chr(ord("A") + i) for i in range(n)]
-    return [str(i + 1) for i in range(n)]
 
 
 @lru_cache(maxsize=32)
@@ -196,50 +155,3 @@ def chat(system: str | None, user: str, prefill: str | None = None) -> list[dict
     if prefill:
         messages.append({"role": "assistant", "content": prefill})
     return messages
-
-
-class RefereeRenderer:
-    """Renders referee prompts for a RefereeSpec: used by preference tasks, the self-referee and the Judge."""
-
-    def __init__(self, spec: RefereeSpec, templates: Templates, *, field_prefix: str = "referee"):
-        self.spec, self.mode, self.field_prefix = spec, spec.mode, field_prefix
-        mode = spec.mode
-        path = spec.template or Path(DEFAULT_REFEREE_TEMPLATES[mode])
-        self.template = templates.file(path, f"{field_prefix}.template")
-        self.system = templates.inline(spec.system, f"{field_prefix}.system") if spec.system else None
-        self.prefill = spec.prefill or (VERDICT_PREFILLS[mode] if spec.verdict == "likelihood" else "")
-
-    def check_prefill(self, view: RefereeView) -> None:
-        """The prefill starts the reply that the template's answer line asks for, so it must appear in the prompt
-        (e.g. `Ranking: [` for an answer line `Ranking: [1] > [2]`): a prefill the template does not ask for
-        makes the model continue a reply it was never shown how to write."""
-        start = view.prefill.strip()
-        user = next((m["content"] for m in view.messages if m["role"] == "user"), "")
-        if start and start not in user:
-            raise RenderError(f"{self.field_prefix}.prefill", f"{view.prefill!r} does not appear in the rendered "
-                              f"{self.template.name} (its answer line asks for another reply start)",
-                              template_file=None)
-
-    def render(self, prompt: str, candidates: Sequence[str], rng: random.Random | None,
-               extra: dict[str, Any] | None = None) -> RefereeView:
-        """Shuffle (when asked and an rng is given) and label the candidates, then render the referee messages."""
-        order = list(range(len(candidates)))
-        if self.spec.shuffle and rng is not None:
-            rng.shuffle(order)
-        return self.render_order(prompt, candidates, order, extra)
-
-    def render_order(self, prompt: str, candidates: Sequence[str], order: list[int],
-                     extra: dict[str, Any] | None = None) -> RefereeView:
-        """Render with an explicit presentation order (e.g. the reverse order for `both_orders` debiasing)."""
-        if sorted(order) != list(range(len(candidates))):
-            raise ValueError(f"order {order} is not a permutation of the {len(candidates)} candidates")
-        try:
-            labels = make_labels(len(candidates), self.spec.labels)
-        except ValueError as e:
-            raise RenderError(f"{self.field_prefix}.labels", str(e)) from None
-        shown = [{"label": lab, "text": candidates[i]} for lab, i in zip(labels, order)]
-        variables = {**(extra or {}), "prompt": prompt, "candidates": shown, "labels": labels, "n": len(labels),
-                     "scale": list(self.spec.scale)}
-        user = render(self.template, variables, f"{self.field_prefix}.template")
-        system = render(self.system, variables, f"{self.field_prefix}.system") if self.system else None
-        return RefereeView(chat(system, user, self.prefill), labels, order, self.prefill)

@@ -37,9 +37,11 @@ from typing import Any, Literal, Sequence
 
 from urpo_kit.config.schema import RefereeSpec
 from urpo_kit.errors import UrpoError
-from urpo_kit.recast import RefereeRenderer, RefereeView, Templates, stable_seed
+from urpo_kit.recast import Templates, stable_seed
+from urpo_kit.referee.modes import MODES
+from urpo_kit.referee.view import RefereeRenderer, RefereeView
 from urpo_kit.referee.backends import Backend, SamplingParams, chat_prompt, single_token_ids
-from urpo_kit.rewards import parse_score, parse_verdict, rank_to_rewards
+from urpo_kit.rewards import rank_to_rewards
 
 
 
@@ -98,14 +100,14 @@ class Judge:
         compiled it at load time); otherwise the template is looked up from `base_dir`."""
         self.spec = spec or RefereeSpec()
         self.backend, self.sampling, self.seed = backend, sampling, seed
-        self.mode, self.debias, self.samples, self.verdict = (self.spec.mode, self.spec.debias, self.spec.samples,
-                                                              self.spec.verdict)
+        self.mode, self.debias, self.samples, self.verdict = (MODES[self.spec.mode], self.spec.debias,
+                                                              self.spec.samples, self.spec.verdict)
         self.renderer = renderer or RefereeRenderer(self.spec, Templates(base_dir))
         self._token_ids: dict[int, list[int]] = {}
 
     def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
         """One Verdict per item. Raises ValueError before any model call if an item has too few candidates."""
-        least = 1 if self.mode == "pointwise" else 2
+        least = self.mode.least
         for i, item in enumerate(items):
             if len(item.candidates) < least:
                 raise ValueError(f"item {i}: {self.mode} judging needs at least {least} candidates, "
@@ -128,7 +130,7 @@ class Judge:
         """The token ids a likelihood verdict reads for a judgment showing `n` candidates (one per label, or per
         score for pointwise), checked once per `n`: a label or score that is not one token after the prefill is a
         UrpoError naming the template and the tokenizer. Call it at start-up with the largest `n` expected."""
-        n = 1 if self.mode == "pointwise" else n
+        n = 1 if self.mode.pointwise else n
         if n not in self._token_ids:
             if self.verdict != "likelihood":
                 raise ValueError("only verdict: likelihood reads token probabilities")
@@ -139,7 +141,7 @@ class Judge:
             probe = self.renderer.render_order("?", ["?"] * n, list(range(n)))
             found = single_token_ids(tokenizer, chat_prompt(tokenizer, probe.messages), self._values(probe))
             if isinstance(found, str):
-                hint = "a scale whose scores are single tokens (e.g. scale: [1, 9])" if self.mode == "pointwise" \
+                hint = "a scale whose scores are single tokens (e.g. scale: [1, 9])" if self.mode.pointwise \
                     else "labels that are single tokens (at most 9 numbers, or letters)"
                 raise UrpoError(f"{self.template_file}: {found}; use {hint}, a prefill that ends where the "
                                 "verdict starts, or verdict: sample")
@@ -152,31 +154,23 @@ class Judge:
 
     def _values(self, view: RefereeView) -> list[str]:
         """What a likelihood verdict reads: the shown labels, or the scores of the scale (pointwise)."""
-        if self.mode == "pointwise":
+        if self.mode.pointwise:
             low, high = self.spec.scale
             return [str(v) for v in range(low, high + 1)]
         return list(view.labels)
 
     def judgments(self, n: int) -> int:
         """How many generations judging an item of `n` candidates takes (e.g. for a progress bar's total)."""
-        return self.samples * sum(len(self._orders(list(range(len(u))))) for u in self._units(n))
+        return self.samples * sum(len(self._orders(list(range(len(u))))) for u in self.mode.units(n))
 
     # -------------------------------------------------------------------------------------------- rendering
-    def _units(self, n: int) -> list[tuple[int, ...]]:
-        """The candidate subsets one judgment covers: all of them, every pair, or each alone."""
-        if self.mode == "listwise":
-            return [tuple(range(n))]
-        if self.mode == "pairwise":
-            return list(itertools.combinations(range(n), 2))
-        return [(i,) for i in range(n)]
-
     def _orders(self, order: list[int]) -> list[list[int]]:
         return [order, order[::-1]] if self.debias == "both_orders" and len(order) > 1 else [order]
 
     def _requests(self, index: int, item: JudgeItem) -> list[_Request]:
         out, group = [], 0
         for sample in range(self.samples):
-            for unit in self._units(len(item.candidates)):
+            for unit in self.mode.units(len(item.candidates)):
                 texts = [item.candidates[i] for i in unit]
                 order = list(range(len(unit)))
                 if self.debias != "none":
@@ -190,9 +184,9 @@ class Judge:
     def _verdict(self, n: int, judged: list[tuple[_Request, str]]) -> Verdict:
         raw = [t for _, t in judged]
         shown = [[r.unit[j] for j in r.view.order] for r, _ in judged]
-        if self.mode == "pointwise":
+        if self.mode.pointwise:
             low, high = self.spec.scale
-            points = [parse_score(text, low, high) for _, text in judged]
+            points = [self.mode.parse(text, r.view.labels, r.view.prefill, (low, high)) for r, text in judged]
             values: list[list[float]] = [[] for _ in range(n)]
             for (r, _), point in zip(judged, points):
                 if point is not None:
@@ -204,13 +198,13 @@ class Judge:
 
         parses: list[list[int] | None] = []   # rankings over original candidate indices
         for r, text in judged:
-            found = parse_verdict(text[len(r.view.prefill):], r.view.labels, r.view.prefill)
+            found = self.mode.parse(text, r.view.labels, r.view.prefill, self.spec.scale)
             parses.append(None if found is None else [r.unit[j] for j in r.view.to_original(found)])
         rankings = [(r, p) for (r, _), p in zip(judged, parses) if p is not None]
         agreement = self._agreement(rankings) if self.debias == "both_orders" else None
         if not rankings:
             return Verdict(None, [0.5] * n, raw, 0, len(judged), agreement, shown, list(parses))
-        if self.mode == "pairwise":
+        if self.mode.name == "pairwise":
             scores = _pairwise_scores(n, [(r.unit, float(p[0] == r.unit[0])) for r, p in rankings])
         else:
             rewards = [rank_to_rewards(p, n) for _, p in rankings]
@@ -221,7 +215,7 @@ class Judge:
         """Probabilities averaged over judgments, per candidate (see the module docstring for what they mean)."""
         shown = [[r.unit[j] for j in r.view.order] for r, _ in judged]
         probabilities = [p for _, p in judged]
-        if self.mode == "pointwise":
+        if self.mode.pointwise:
             low, high = self.spec.scale
             expected = [sum((low + k) * q for k, q in enumerate(p)) for p in probabilities]
             values: list[list[float]] = [[] for _ in range(n)]
@@ -233,7 +227,7 @@ class Judge:
         # per judgment: the probability of each original candidate of its unit, and the ranking they imply
         by_candidate = [dict(zip(s, p)) for s, p in zip(shown, probabilities)]
         parses: list[list[int] | float | None] = [sorted(c, key=lambda i: (-c[i], i)) for c in by_candidate]
-        if self.mode == "pairwise":
+        if self.mode.name == "pairwise":
             scores = _pairwise_scores(n, [(r.unit, c[r.unit[0]]) for (r, _), c in zip(judged, by_candidate)])
         else:
             scores = [sum(c[i] for c in by_candidate) / len(by_candidate) for i in range(n)]
