@@ -204,7 +204,7 @@ def main() -> None:
               run_phase("two-model", recipe, args.steps, two_model)]
     by = {p.name: p for p in phases}
     table = Table(title=f"One GRPO step: {recipe.model.name}, {recipe.grpo.prompts_per_step} prompts x "
-                        f"{recipe.grpo.group_size} answers, {recipe.roles.player.max_new_tokens} new tokens")
+                        f"{recipe.grpo.group_size} answers, {recipe.roles.params('player').max_new_tokens} new tokens")
     for column in ("phase", "step (s)", "judging (s)", "peak RSS (GiB)", "held (GiB)", "model state (GiB)",
                    "step / plain", "peak / two-model", "held / two-model", "state / two-model"):
         table.add_column(column, justify="left" if column == "phase" else "right")

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from urpo_kit.config.schema import RoleSampling
-from urpo_kit.config.suite import EvalSampling, EvalSuite, PlayerBenchmark
+from urpo_kit.config.schema import EvalRoles, Sampling
+from urpo_kit.config.suite import EvalSuite, PlayerBenchmark
 from urpo_kit.eval.lm_bridge import lm_eval_offline
 from urpo_kit.eval.runner import run_suite
 
@@ -71,7 +71,7 @@ def lm_eval_agreement(task: Path, overrides: dict[str, Any], model: Any, tokeniz
     _warm_up(model, tokenizer)
     suite = EvalSuite(name=name, player=[PlayerBenchmark(task=task, name=name, overrides=overrides)], limit=limit,
                       batch_size=batch_size,
-                      sampling=EvalSampling(player=RoleSampling(temperature=0.0, max_new_tokens=max_new_tokens)))
+                      sampling=EvalRoles(player=Sampling(max_new_tokens=max_new_tokens)))
     result: Agreement | None = None
     for r in range(repeats):
         run_dir = workdir / f"urpo-{r}"

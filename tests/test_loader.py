@@ -9,9 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from urpo_kit.config import load_model, load_recipe, load_yaml, load_yaml_documents, origin_of
-from urpo_kit.config.schema import Recipe
-from urpo_kit.kinds import VerifiableTask, load_task
+from urpo_kit.config.schema import Recipe, Sampling, SamplingParams
+from urpo_kit.config.suite import load_suite
 from urpo_kit.errors import ConfigError
+from urpo_kit.kinds import VerifiableTask, load_task
 
 TASK = """\
 name: gsm8k
@@ -305,3 +306,16 @@ def test_mutated_task_never_crashes(tmp_path: Path, data) -> None:
     except ConfigError as err:
         assert err.problems
         assert not any("internal error" in p.message for p in err.problems), str(err)
+
+
+def test_sampling_merges_in_one_place_over_each_role_default(tmp_path: Path) -> None:
+    """A suite that sets only the player's length stays greedy (the role's default), and a benchmark's own setting
+    wins over both; a recipe's referee role keeps its default temperature under a partial setting."""
+    (tmp_path / "s.yaml").write_text("name: s\nsampling: {player: {max_new_tokens: 512}}\n"
+                                     "player: [{lm_eval: gsm8k}]\n", encoding="utf-8")
+    suite = load_suite(tmp_path / "s.yaml")
+    assert suite.sampling.params("player") == SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=512)
+    assert suite.sampling.params("player", Sampling(temperature=0.5)).temperature == 0.5
+    recipe = Recipe.model_validate({"tasks": [{"task": "t.yaml"}], "roles": {"referee": {"max_new_tokens": 16}}})
+    assert recipe.roles.params("referee") == SamplingParams(temperature=0.7, top_p=1.0, max_new_tokens=16)
+    assert recipe.roles.params("player") == SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=128)

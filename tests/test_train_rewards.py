@@ -210,7 +210,7 @@ def test_self_referee_uses_the_referee_role_sampling_under_the_task_overrides():
     spec, _ = open_ended(overrides=["self_referee.sampling.temperature=0.3"])
     recipe = recipe_for("instructions-offline.yaml")
     judge = SelfReferee([spec], recipe).judges[spec.name]
-    assert judge.sampling == SamplingParams(temperature=0.3, top_p=recipe.roles.referee.top_p, max_new_tokens=64)
+    assert judge.sampling == SamplingParams(temperature=0.3, top_p=recipe.roles.params("referee").top_p, max_new_tokens=64)
 
 
 def test_both_orders_agreement_is_logged():

@@ -6,8 +6,10 @@ Paths stay as written here; the loader resolves them against the YAML file's fol
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
@@ -95,13 +97,31 @@ DEBIAS: tuple[str, ...] = get_args(Debias)
 LabelStyle = Literal["numbers", "letters"]
 
 
-class Sampling(Strict):
-    """Sampling settings; unset fields fall back to the defaults of where they are used (a recipe's role, a suite's
-    role, a command's options), merged in one place: `SamplingParams.merge`."""
+@dataclass(frozen=True)
+class SamplingParams:
+    """Resolved sampling, every value set (what a backend generates with); temperature 0 means greedy decoding."""
 
-    temperature: float | None = Field(None, ge=0.0)
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+
+
+class Sampling(Strict):
+    """The one sampling spec: unset fields fall back to the layer below (a role's defaults, then the recipe's or
+    suite's role, then a task's or benchmark's own), merged in one place: `Sampling.resolve`."""
+
+    temperature: float | None = Field(None, ge=0.0, description="0: greedy")
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     max_new_tokens: int | None = Field(None, ge=1)
+
+    @staticmethod
+    def resolve(base: SamplingParams, *layers: "Sampling | None") -> SamplingParams:
+        """`base` with the set fields of each layer applied in turn (later layers win)."""
+        values = dataclasses.asdict(base)
+        for layer in layers:
+            if layer is not None:
+                values.update({k: v for k in values if (v := getattr(layer, k)) is not None})
+        return SamplingParams(**values)
 
 
 class RefereeSpec(Strict):
@@ -224,15 +244,29 @@ class Grpo(Strict):
     save_total_limit: int | None = 3
 
 
-class RoleSampling(Strict):
-    temperature: float = Field(1.0, ge=0.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_new_tokens: int = Field(128, ge=1)
-
-
 class Roles(Strict):
-    player: RoleSampling = Field(default_factory=RoleSampling)
-    referee: RoleSampling = Field(default_factory=lambda: RoleSampling(temperature=0.7, max_new_tokens=64))
+    """Sampling per role for training: `player` samples every trained completion (TRL samples a step with one
+    setting), `referee` the self-referee's judgments. Unset fields take the role's default."""
+
+    DEFAULTS: ClassVar[dict[str, SamplingParams]] = {"player": SamplingParams(1.0, 1.0, 128),
+                                                     "referee": SamplingParams(0.7, 1.0, 64)}
+
+    player: Sampling = Field(default_factory=Sampling, description="default: temperature 1.0, top_p 1.0, 128 tokens")
+    referee: Sampling = Field(default_factory=Sampling, description="default: temperature 0.7, top_p 1.0, 64 tokens")
+
+    def params(self, role: Literal["player", "referee"], override: Sampling | None = None) -> SamplingParams:
+        """The role's resolved sampling: its defaults, then this role's settings, then `override` (a task's)."""
+        return Sampling.resolve(self.DEFAULTS[role], getattr(self, role), override)
+
+
+class EvalRoles(Roles):
+    """Sampling per role for evaluation: greedy by default, so that two runs of one checkpoint agree."""
+
+    DEFAULTS: ClassVar[dict[str, SamplingParams]] = {"player": SamplingParams(0.0, 1.0, 256),
+                                                     "referee": SamplingParams(0.0, 1.0, 64)}
+
+    player: Sampling = Field(default_factory=Sampling, description="default: greedy, 256 tokens")
+    referee: Sampling = Field(default_factory=Sampling, description="default: greedy, 64 tokens")
 
 
 class Generation(Strict):

@@ -13,18 +13,11 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, PrivateAttr, model_validator
 
 from urpo_kit.config.loader import Overrides, load_model
-from urpo_kit.config.schema import ModelSpec, OutputPath, RefereeSpec, RoleSampling, Sampling, Source, Strict
+from urpo_kit.config.schema import EvalRoles, ModelSpec, OutputPath, RefereeSpec, Sampling, Source, Strict
 
-__all__ = ["EvalSuite", "EvalSampling", "PlayerBenchmark", "RefereeBenchmark", "WinRateBenchmark", "load_suite"]
+__all__ = ["EvalSuite", "PlayerBenchmark", "RefereeBenchmark", "WinRateBenchmark", "load_suite"]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
-
-
-class EvalSampling(Strict):
-    """Suite-wide sampling per role; greedy by default so that two runs of one checkpoint agree."""
-
-    player: RoleSampling = Field(default_factory=lambda: RoleSampling(temperature=0.0, max_new_tokens=256))
-    referee: RoleSampling = Field(default_factory=lambda: RoleSampling(temperature=0.0, max_new_tokens=64))
 
 
 class _Benchmark(Strict):
@@ -132,7 +125,7 @@ class EvalSuite(Strict):
     player: list[PlayerBenchmark] = Field(default_factory=list)
     referee: list[RefereeBenchmark] = Field(default_factory=list)
     winrate: list[WinRateBenchmark] = Field(default_factory=list)
-    sampling: EvalSampling = Field(default_factory=EvalSampling)
+    sampling: EvalRoles = Field(default_factory=EvalRoles, description="sampling per role (greedy by default)")
     batch_size: int = Field(16, ge=1, description="generation batch size (lm-eval's HFLM and the referee)")
     limit: int | None = Field(None, ge=1, description="default row limit of every benchmark")
     seed: int = Field(0, description="seed of presentation orders (and lm-eval's seeds stay its defaults)")

@@ -32,7 +32,7 @@ from urpo_kit.eval.referee_bench import load_preference_set, run_referee_benchma
 from urpo_kit.eval.stats import interval
 from urpo_kit.eval.winrate import run_winrate
 from urpo_kit.recast import RenderError
-from urpo_kit.referee import HFBackend, SamplingParams
+from urpo_kit.referee import HFBackend
 from urpo_kit.sources import describe_source
 
 __all__ = ["evaluate_suite", "evaluation_state", "model_info", "run_suite"]
@@ -118,7 +118,7 @@ def _lm_eval_metrics(name: str, task_results: dict[str, Any], wanted: str | None
 
 def _player(bench: PlayerBenchmark, name: str, suite: EvalSuite, model: Any, tokenizer: Any,
             workdir: Path) -> tuple[dict[str, float], dict[str, Any]]:
-    sampling = SamplingParams.merge(suite.sampling.player, bench.sampling)
+    sampling = suite.sampling.params("player", bench.sampling)
     limit = bench.limit or suite.limit
     start = time.perf_counter()
     if bench.task is not None:
@@ -163,7 +163,7 @@ def _referee(bench: RefereeBenchmark, name: str, suite: EvalSuite, backend: HFBa
     origin = origin_of(suite)
     data = load_preference_set(bench, name=name, limit=bench.limit or suite.limit,
                                suite_dir=origin.parent if origin else None, allow_code=suite.allow_code)
-    sampling = SamplingParams.merge(suite.sampling.referee, bench.sampling)
+    sampling = suite.sampling.params("referee", bench.sampling)
     result = run_referee_benchmark(data, ProgressBackend(backend, f"referee {name}", progress), order=bench.order,
                                    sampling=sampling, seed=suite.seed)
     log = workdir / f"referee_{name}.jsonl"
@@ -194,8 +194,8 @@ def _winrate(bench: WinRateBenchmark, name: str, suite: EvalSuite, backend: HFBa
     if bench.judge is not None:
         judge = HFBackend(load_model(bench.judge), load_tokenizer(bench.judge), batch_size=suite.batch_size)
         judge_name = bench.judge.name
-    player_sampling = SamplingParams.merge(suite.sampling.player, bench.sampling)
-    judge_sampling = SamplingParams.merge(suite.sampling.referee, bench.judge_sampling)
+    player_sampling = suite.sampling.params("player", bench.sampling)
+    judge_sampling = suite.sampling.params("referee", bench.judge_sampling)
     try:
         result = run_winrate(bench, player=ProgressBackend(backend, f"answers {name}", progress),
                              judge=ProgressBackend(judge, f"judge {name}", progress), judge_name=judge_name,

@@ -9,29 +9,12 @@ engine colocated in the training process. vLLM is imported lazily: it is an opti
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Iterator, Protocol, Sequence
 
+from urpo_kit.config.schema import SamplingParams
 from urpo_kit.errors import UrpoError
 
 Messages = list[dict[str, str]]
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """Sampling for one role; temperature 0 means greedy decoding."""
-
-    temperature: float = 0.7
-    top_p: float = 1.0
-    max_new_tokens: int = 64
-
-    @classmethod
-    def merge(cls, base: Any, override: Any | None = None) -> "SamplingParams":
-        """Role defaults (`RoleSampling`) with a task's optional overrides (`Sampling`, unset fields are None)."""
-        values = {k: getattr(base, k) for k in ("temperature", "top_p", "max_new_tokens")}
-        if override is not None:
-            values.update({k: v for k in values if (v := getattr(override, k, None)) is not None})
-        return cls(**values)
 
 
 class Backend(Protocol):

@@ -79,15 +79,15 @@ def model_card(recipe: Recipe, tasks: Sequence[PreparedTask], stream: MixedStrea
         meta["base_model"] = base
     if hf_sources:
         meta["datasets"] = hf_sources
-    g, roles = recipe.grpo, recipe.roles
+    g, player, referee = recipe.grpo, recipe.roles.params("player"), recipe.roles.params("referee")
     origin = origin_of(recipe)
     settings = [["model", f"`{base}`" + (f" (LoRA r={recipe.model.lora.r})" if recipe.model.lora else "")],
                 ["steps x prompts per step x group size", f"{g.steps} x {g.prompts_per_step} x {g.group_size}"],
                 ["learning rate, beta (KL), loss", f"{g.lr:g}, {g.beta:g}, {g.loss_type}"],
-                ["sampling of every trained completion", f"temperature {roles.player.temperature:g}, "
-                                                         f"max {roles.player.max_new_tokens} new tokens"],
-                ["self-referee sampling", f"temperature {roles.referee.temperature:g}, "
-                                          f"max {roles.referee.max_new_tokens} new tokens"],
+                ["sampling of every trained completion", f"temperature {player.temperature:g}, "
+                                                         f"max {player.max_new_tokens} new tokens"],
+                ["self-referee sampling", f"temperature {referee.temperature:g}, "
+                                          f"max {referee.max_new_tokens} new tokens"],
                 ["seed", str(recipe.seed)]]
     counts, total = stream.realised_counts(), stream.length
     mix = [[t.name, t.spec.kind, _role(t.spec), f"`{describe_source(t.spec.source)}`",

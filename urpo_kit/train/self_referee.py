@@ -92,8 +92,7 @@ class SelfReferee:
                 raise UrpoError(f"{where}: self_referee.train_judgments is not supported by this trainer yet (the "
                                 "paper does not train the self-referee's judgments)")
             self.judges[task.name] = Judge(
-                self.backend, spec.self_referee, sampling=SamplingParams.merge(recipe.roles.referee,
-                                                                              spec.self_referee.sampling),
+                self.backend, spec.self_referee, sampling=recipe.roles.params("referee", spec.self_referee.sampling),
                 renderer=task.referee, seed=recipe.seed)
             task.judge = self.judges[task.name].judge
 

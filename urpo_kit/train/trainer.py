@@ -81,7 +81,7 @@ def grpo_config(recipe: Recipe, layout: BatchLayout, **extra: Any) -> GRPOConfig
 
     from urpo_kit.models import model_init_kwargs
 
-    g, roles, gen = recipe.grpo, recipe.roles, recipe.generation
+    g, player, gen = recipe.grpo, recipe.roles.params("player"), recipe.generation
     cuda = torch.cuda.is_available()
     kwargs: dict[str, Any] = dict(
         output_dir=str(recipe.output_dir),
@@ -100,9 +100,9 @@ def grpo_config(recipe: Recipe, layout: BatchLayout, **extra: Any) -> GRPOConfig
         save_steps=g.save_steps,
         save_total_limit=g.save_total_limit,
         shuffle_dataset=False,  # the stream is already mixed and seeded; its order is the resume contract
-        max_completion_length=roles.player.max_new_tokens,
-        temperature=roles.player.temperature,
-        top_p=roles.player.top_p,
+        max_completion_length=player.max_new_tokens,
+        temperature=player.temperature,
+        top_p=player.top_p,
         gradient_checkpointing=recipe.model.gradient_checkpointing,
         model_init_kwargs=model_init_kwargs(recipe.model),
         trust_remote_code=recipe.model.trust_remote_code,
