@@ -19,7 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from urpo_kit.config.loader import locate, origin_of
+from urpo_kit.config.loader import folder_of, locate, origin_of
 from urpo_kit.config.schema import Recipe, TaskBase
 from urpo_kit.errors import ConfigError, FieldError, Problem, SourceError
 from urpo_kit.kinds import Episode, ResolvedTask, load_task, resolve
@@ -58,7 +58,7 @@ def prepare_task(path: Path | str, overrides: Sequence[str] = (), *, allow_code:
 
 def prepare_spec(spec: TaskBase, *, allow_code: bool = False, weight: float = 1.0) -> PreparedTask:
     origin = origin_of(spec)
-    base_dir = origin.parent if origin else None
+    base_dir = folder_of(spec)
     task = resolve(spec, allow_code=allow_code)
     loaded = load_rows(spec.source, base_dir=base_dir, allow_code=allow_code, origin=str(origin) if origin else None)
     kept_rows, kept_numbers, first_error = [], [], None

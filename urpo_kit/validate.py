@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from urpo_kit.compiler import PreparedTask, override_strings, prepare_task
-from urpo_kit.config.loader import load_recipe, locate, origin_of, position_of
+from urpo_kit.config.loader import folder_of, load_recipe, locate, position_of
 from urpo_kit.config.schema import ModelSpec
 from urpo_kit.config.suite import load_suite
 from urpo_kit.errors import ConfigError, FieldError, Problem, SourceError, SourceUnavailable, UrpoError
@@ -117,7 +117,6 @@ def _suite(path: Path, overrides: Sequence[str], allow_code: bool, rows: int | N
     suite = load_suite(path, overrides)
     allow = allow_code or suite.allow_code
     _check_model(suite, "model.name", suite.model)
-    origin = origin_of(suite)
     for section in ("player", "referee", "winrate"):
         for i, bench in enumerate(getattr(suite, section)):
             if getattr(bench, "judge", None) is not None:
@@ -128,7 +127,7 @@ def _suite(path: Path, overrides: Sequence[str], allow_code: bool, rows: int | N
             elif getattr(bench, "source", None) is not None:
                 source = bench.source if rows is None else bench.source.model_copy(update={"limit": rows})
                 try:
-                    load_rows(source, base_dir=origin.parent if origin else None, allow_code=allow)
+                    load_rows(source, base_dir=folder_of(suite), allow_code=allow)
                 except SourceUnavailable:
                     continue  # a hub source offline: reported like a task's, by the benchmark that reads it
                 except SourceError as e:

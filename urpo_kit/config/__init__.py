@@ -1,6 +1,7 @@
 """Task, recipe and eval-suite configuration: pydantic models and the located-error YAML loader."""
 
 from urpo_kit.config.loader import (
+    folder_of,
     Mark,
     PositionMap,
     load_model,
@@ -13,6 +14,7 @@ from urpo_kit.config.loader import (
 )
 
 __all__ = [
+    "folder_of",
     "Mark",
     "PositionMap",
     "load_model",

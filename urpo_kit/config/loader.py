@@ -33,6 +33,7 @@ __all__ = [
     "load_yaml_documents",
     "load_model",
     "load_recipe",
+    "folder_of",
     "origin_of",
 ]
 
@@ -697,6 +698,12 @@ def load_recipe(path: str | os.PathLike[str], overrides: Overrides = ()) -> Reci
 def origin_of(model: BaseModel) -> Path | None:
     """The YAML file a task or recipe was loaded from (None when built in code)."""
     return getattr(model, "_origin", None)
+
+
+def folder_of(model: BaseModel) -> Path | None:
+    """The folder of the YAML file a model was loaded from: what its relative paths and templates resolve against."""
+    origin = origin_of(model)
+    return origin.parent if origin else None
 
 
 def position_of(model: BaseModel, field: str) -> Mark:

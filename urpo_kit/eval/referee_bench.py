@@ -29,7 +29,7 @@ from typing import Any, Sequence
 from pydantic import ValidationError
 
 from urpo_kit.compiler import override_strings, prepare_task
-from urpo_kit.config.loader import origin_of
+from urpo_kit.config.loader import folder_of
 from urpo_kit.config.schema import RefereeSpec, Source
 from urpo_kit.config.suite import RefereeBenchmark
 from urpo_kit.errors import SourceError, UrpoError
@@ -156,9 +156,8 @@ def load_preference_set(bench: RefereeBenchmark, *, name: str, limit: int | None
         for row, number in zip(loaded.rows, loaded.row_numbers):
             variables = task.variables(row, number)
             add(number, row, task.question_text(variables, number), task.ranked_candidates(variables, number))
-        origin = origin_of(spec)
         description, score = str(bench.task), spec.score
-        referee, base_dir = (bench.referee, suite_dir) if bench.referee else (spec.referee, origin and origin.parent)
+        referee, base_dir = (bench.referee, suite_dir) if bench.referee else (spec.referee, folder_of(spec))
     else:
         assert bench.source is not None  # the schema guarantees exactly one of task and source
         source = _limited(bench.source, limit)

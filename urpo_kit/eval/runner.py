@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from urpo_kit.compiler import override_strings, prepare_task
-from urpo_kit.config.loader import origin_of, position_of
+from urpo_kit.config.loader import folder_of, position_of
 from urpo_kit.config.suite import EvalSuite, PlayerBenchmark, RefereeBenchmark, WinRateBenchmark
 from urpo_kit.errors import ConfigError, Problem, UrpoError
 from urpo_kit.kinds import load_task
@@ -160,9 +160,8 @@ def _player(bench: PlayerBenchmark, name: str, suite: EvalSuite, model: Any, tok
 def _referee(bench: RefereeBenchmark, name: str, suite: EvalSuite, backend: HFBackend, workdir: Path,
              progress: bool) -> tuple[dict[str, float], dict[str, Any]]:
     start = time.perf_counter()
-    origin = origin_of(suite)
     data = load_preference_set(bench, name=name, limit=bench.limit or suite.limit,
-                               suite_dir=origin.parent if origin else None, allow_code=suite.allow_code)
+                               suite_dir=folder_of(suite), allow_code=suite.allow_code)
     sampling = suite.sampling.params("referee", bench.sampling)
     result = run_referee_benchmark(data, ProgressBackend(backend, f"referee {name}", progress), order=bench.order,
                                    sampling=sampling, seed=suite.seed)
@@ -189,7 +188,6 @@ def _winrate(bench: WinRateBenchmark, name: str, suite: EvalSuite, backend: HFBa
     from urpo_kit.models import load_model, load_tokenizer
 
     start = time.perf_counter()
-    origin = origin_of(suite)
     judge, judge_name = backend, f"self ({model_name})"
     if bench.judge is not None:
         judge = HFBackend(load_model(bench.judge), load_tokenizer(bench.judge), batch_size=suite.batch_size)
@@ -201,7 +199,7 @@ def _winrate(bench: WinRateBenchmark, name: str, suite: EvalSuite, backend: HFBa
                              judge=ProgressBackend(judge, f"judge {name}", progress), judge_name=judge_name,
                              limit=bench.limit or suite.limit, player_sampling=player_sampling,
                              judge_sampling=judge_sampling, seed=suite.seed,
-                             suite_dir=origin.parent if origin else None, allow_code=suite.allow_code)
+                             suite_dir=folder_of(suite), allow_code=suite.allow_code)
     except RenderError as e:
         if e.field not in ("reference", "difficulty"):
             raise

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field
 
-from urpo_kit.config.loader import Overrides, load_model, locate, origin_of
+from urpo_kit.config.loader import Overrides, folder_of, load_model, locate
 from urpo_kit.config.schema import Strict, TaskBase
 from urpo_kit.errors import ConfigError, FieldError
 from urpo_kit.kinds.base import Completion, Episode, LogMetric, Payload, ResolvedTask, Score
@@ -50,9 +50,8 @@ def build(spec: TaskBase, base_dir: Path | None, *, allow_code: bool = False) ->
 
 def resolve(spec: TaskBase, *, allow_code: bool = False) -> ResolvedTask[Any]:
     """A loaded task with every name looked up and every template compiled, or a ConfigError located in its file."""
-    origin = origin_of(spec)
     try:
-        return build(spec, origin.parent if origin else None, allow_code=allow_code)
+        return build(spec, folder_of(spec), allow_code=allow_code)
     except FieldError as e:
         raise ConfigError(locate(spec, e)) from None
 
