@@ -40,10 +40,11 @@ def eval_command(args: Sequence[str], *, model: str | None, output: Path | None,
     suite_path, overrides = Path(args[0]), list(args[1:])
     from urpo_kit.config.suite import load_suite
     from urpo_kit.eval.report import summary_table
-    from urpo_kit.eval.runner import run_suite
+    from urpo_kit.eval.runner import check_suite, run_suite
     from urpo_kit.models import load_model, load_tokenizer
 
     suite = load_suite(suite_path, [*overrides, *([f"model.name={model}"] if model else [])])
+    check_suite(suite)
     folder = output or suite.output_dir / f"{suite.name}-{datetime.now():%Y%m%d-%H%M%S}"
     console.print(f"loading {suite.model.name}")
     metrics = run_suite(suite, load_model(suite.model), load_tokenizer(suite.model), folder, progress=progress)
