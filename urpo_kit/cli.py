@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from urpo_kit.config.files import ALLOW_PATH_HELP
 from urpo_kit.errors import UrpoError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -23,6 +24,7 @@ err_console = Console(stderr=True)
 warnings.filterwarnings("ignore", message=r".* is deprecated and will be removed in v6", category=FutureWarning)
 
 SHIPPED_TASKS = Path(__file__).resolve().parent.parent / "tasks"
+ALLOW_PATH = typer.Option([], "--allow-path", metavar="DIR", help=ALLOW_PATH_HELP)
 
 
 def reports_errors(fn: Callable) -> Callable:
@@ -49,12 +51,15 @@ def validate(
     overrides: List[str] = typer.Option([], "--set", "-s", help="key.path=value override (repeatable)"),
     allow_code: bool = typer.Option(False, "--allow-code", help="allow dotted-path pkg.mod:fn verifiers/generators"),
     strict: bool = typer.Option(False, "--strict", help="fail when a hub source cannot be reached (default: warn)"),
+    allow_path: List[Path] = ALLOW_PATH,
 ) -> None:
     """Check tasks and recipes: schema, one row per source, every template, the verifier on the gold answer."""
+    from urpo_kit.config.files import allowed_paths
     from urpo_kit.validate import validate_files
 
-    failed = validate_files(files, overrides, allow_code=allow_code, strict=strict, console=console,
-                            err_console=err_console)
+    with allowed_paths(allow_path):
+        failed = validate_files(files, overrides, allow_code=allow_code, strict=strict, console=console,
+                                err_console=err_console)
     if failed:
         raise typer.Exit(2)
 
@@ -67,15 +72,19 @@ def render(
     seed: int = typer.Option(0, help="seed for candidate shuffling"),
     overrides: List[str] = typer.Option([], "--set", "-s", help="key.path=value override (repeatable)"),
     allow_code: bool = typer.Option(False, "--allow-code"),
+    allow_path: List[Path] = ALLOW_PATH,
 ) -> None:
     """Show the rendered prompts and gold answers of the first N rows of a task."""
     from rich.panel import Panel
 
     from urpo_kit.compiler import prepare_task
+    from urpo_kit.config.files import allowed_paths
 
-    prepared = prepare_task(task, overrides, allow_code=allow_code, limit=n)
-    for row, number in zip(prepared.rows.rows, prepared.rows.row_numbers):
-        ep = prepared.renderer.episode(row, row_number=number, seed=seed)
+    with allowed_paths(allow_path):
+        prepared = prepare_task(task, overrides, allow_code=allow_code, limit=n)
+        episodes = [prepared.renderer.episode(row, row_number=number, seed=seed)
+                    for row, number in zip(prepared.rows.rows, prepared.rows.row_numbers)]
+    for ep, number in zip(episodes, prepared.rows.row_numbers):
         body = "\n\n".join(f"[bold]{m['role']}[/bold]\n{_escape(m['content'])}" for m in ep.messages)
         body += f"\n\n[bold green]gold[/bold green] {_escape(_gold_text(ep))}"
         console.print(Panel(body, title=f"{ep.task} ({ep.kind}) row {number}", expand=False))
@@ -150,8 +159,12 @@ def eval_(
     output: Path = typer.Option(None, "--output", help="run folder (default: the suite's output_dir/NAME-TIME)"),
     compare: bool = typer.Option(False, "--compare", help="print and plot two run folders side by side"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
+    allow_path: List[Path] = ALLOW_PATH,
 ) -> None:
     """Evaluate a model on a suite: player benchmarks through lm-eval, referee benchmarks, win rate; or compare runs."""
+    from urpo_kit.config.files import allowed_paths
     from urpo_kit.eval.command import eval_command
 
-    eval_command(args or [], model=model, output=output, compare=compare, progress=not no_progress, console=console)
+    with allowed_paths(allow_path):
+        eval_command(args or [], model=model, output=output, compare=compare, progress=not no_progress,
+                     console=console)

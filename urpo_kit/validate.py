@@ -11,12 +11,11 @@ import random
 from pathlib import Path
 from typing import Sequence
 
-import yaml
 from rich.console import Console
 from rich.markup import escape
 
 from urpo_kit.compiler import PreparedTask, override_strings, prepare_task
-from urpo_kit.config.loader import load_recipe
+from urpo_kit.config.loader import load_recipe, load_yaml
 from urpo_kit.config.schema import OpenEndedTask, PreferenceTask, VerifiableTask
 from urpo_kit.errors import CodeNotAllowed, ConfigError, Problem, SourceUnavailable, UrpoError
 from urpo_kit.recast import stable_seed
@@ -133,8 +132,8 @@ def _file_kind(path: Path) -> str:
     """`recipe` (has `tasks:`), `suite` (lists of `player:`, `referee:` or `winrate:` benchmarks, where a task has
     mappings) or `task` (anything else, including a task that takes its `kind` from an `include:`)."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        data, _ = load_yaml(path)  # bounded like every load (aliases, depth, file size); includes merged
+    except UrpoError:
         return "task"  # the task loader reports the problem with its location
     if not isinstance(data, dict) or "kind" in data:
         return "task"

@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from urpo_kit.config.files import ALLOW_PATH_HELP
+
 # wide enough for the held-out table's metric names and intervals when the output is a file or a CI log
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -49,15 +51,18 @@ def train_command(
     overrides: Optional[List[str]] = typer.Argument(None, help="key.path=value overrides, e.g. grpo.steps=5"),
     resume: bool = typer.Option(False, "--resume", help="continue from the latest checkpoint in output_dir"),
     allow_code: bool = typer.Option(False, "--allow-code", help="allow dotted-path pkg.mod:fn verifiers/generators"),
+    allow_path: List[Path] = typer.Option([], "--allow-path", metavar="DIR", help=ALLOW_PATH_HELP),
 ) -> None:
     """Train one model as player and referee (URPO) with TRL's GRPOTrainer; see recipes/quickstart.yaml."""
+    from urpo_kit.config.files import allowed_paths
     from urpo_kit.config.loader import load_recipe
     from urpo_kit.train.trainer import is_main_process, train
 
-    spec = load_recipe(recipe, overrides or [])
-    if allow_code:
-        spec.allow_code = True
-    result = train(spec, resume=resume)
+    with allowed_paths(allow_path):
+        spec = load_recipe(recipe, overrides or [])
+        if allow_code:
+            spec.allow_code = True
+        result = train(spec, resume=resume)
     if not is_main_process():
         return
     console.print(f"[green]done[/green] {result.steps} steps in {result.seconds / 60:.1f} min; run folder "
