@@ -147,3 +147,10 @@ def test_templates_cannot_build_huge_strings(tmp_path: Path, prompt: str):
     assert result.exit_code == 2, result.output
     assert "t.yaml:4" in result.output and "player.prompt" in result.output
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000
+
+
+def test_user_text_is_printed_literally(tmp_path: Path):
+    path = task_folder(tmp_path)
+    (path.parent / "rows.jsonl").write_text('{"q": "1:x:2 [bold]b[/bold]", "a": "x"}\n')
+    result = CliRunner().invoke(app, ["render", str(path), "--n", "1"])
+    assert result.exit_code == 0 and "1:x:2 [bold]b[/bold]" in result.output

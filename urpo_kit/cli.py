@@ -8,16 +8,16 @@ from pathlib import Path
 from typing import Callable, List
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from urpo_kit.config.files import ALLOW_PATH_HELP
+from urpo_kit.console import make_console
 from urpo_kit.errors import UrpoError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train one model as player and referee in one GRPO loop (URPO), evaluate it, use it as a judge.")
-console = Console()
-err_console = Console(stderr=True)
+console = make_console()
+err_console = make_console(stderr=True)
 
 # transformers 5 warns at every generation that TRL still uses the `gradient_checkpointing` names (renamed for v6);
 # that is TRL's to change, and the repeated warning would bury the training log.

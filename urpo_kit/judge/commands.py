@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Optional, Tuple
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from urpo_kit.console import make_console
 
 if TYPE_CHECKING:
     from urpo_kit.judge.settings import JudgeSettings
@@ -53,6 +54,12 @@ def _settings(mode: str, template: Optional[Path], debias: str, samples: int, te
                          sampling=SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens))
 
 
+def _template_folders(template: Optional[Path]) -> list[Path]:
+    """The folder of a template named on the command line: the operator chose it, so it and its includes may be
+    read wherever it is (task files get no such say; see urpo_kit.config.files)."""
+    return [template.expanduser().parent] if template else []
+
+
 def judge_command(
     input: Path = typer.Option(..., "--input", "-i", exists=True, dir_okay=False,
                                help="rows to judge (see the formats above)"),
@@ -95,16 +102,20 @@ def judge_command(
 
     A prompt may be chat messages ([{"role": "user", "content": "..."}]); a response may be a list of messages.
     """
-    from urpo_kit.judge.batch import judge_file
+    from urpo_kit.config.files import allowed_paths
+    from urpo_kit.judge.batch import check_paths, judge_file
     from urpo_kit.judge.settings import load_backend
 
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     settings = _settings(mode, template, debias, samples, temperature, max_new_tokens, labels, prefill, verdict,
                          scale, seed)
+    check_paths(input, output)  # before the model loads
     with err.status(f"loading {model}"):
         backend = load_backend(model, dtype=dtype, batch_size=batch_size, threads=threads)
-    report = judge_file(input, output, backend, settings, model=model, rows_per_batch=rows_per_batch, console=err)
-    out = Console()
+    with allowed_paths(_template_folders(template)):
+        report = judge_file(input, output, backend, settings, model=model, rows_per_batch=rows_per_batch,
+                            console=err)
+    out = make_console()
     out.print(f"{input} -> {output} in {report.seconds:.1f} s", highlight=False, soft_wrap=True)
     table = Table("rows", "count")
     table.add_row("judged now", str(report.judged))
@@ -157,17 +168,19 @@ def serve_command(
     GET /health, OpenAPI at /docs and /openapi.json. Requests from all clients are batched together."""
     import uvicorn
 
+    from urpo_kit.config.files import allowed_paths
     from urpo_kit.judge.server import Batching, Limits, create_app
     from urpo_kit.judge.settings import load_backend
 
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
-        Console(stderr=True).print(f"[yellow]warning[/yellow] serving on {host} without a token: anyone who can "
+        make_console(stderr=True).print(f"[yellow]warning[/yellow] serving on {host} without a token: anyone who can "
                                    "reach this port can use the model (set URPO_KIT_TOKEN)")
     settings = _settings(mode, template, debias, samples, temperature, max_new_tokens, labels, prefill, verdict,
                          scale, seed)
     backend = load_backend(model, dtype=dtype, batch_size=batch_size, threads=threads)
     limits = Limits(max_body_bytes=max_body_bytes, max_rows=max_rows, max_responses=max_responses,
                     max_prompt_tokens=max_prompt_tokens, max_response_tokens=max_response_tokens)
-    app = create_app(backend, model=model, settings=settings, limits=limits, token=token,
-                     batching=Batching(window_s=batch_window_ms / 1000, max_rows=max_batch_rows))
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    with allowed_paths(_template_folders(template)):
+        app = create_app(backend, model=model, settings=settings, limits=limits, token=token,
+                         batching=Batching(window_s=batch_window_ms / 1000, max_rows=max_batch_rows))
+        uvicorn.run(app, host=host, port=port, log_level=log_level)

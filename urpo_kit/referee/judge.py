@@ -111,6 +111,7 @@ class Judge:
         self.verdict = self.spec.verdict
         self.renderer = RefereeRenderer(self.spec, Templates(base_dir), mode=mode)
         self._token_ids: dict[int, list[int]] = {}
+        self._problems: dict[int, str | None] = {}
 
     def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
         """One Verdict per item. Raises ValueError before any model call if an item has too few candidates."""
@@ -154,6 +155,21 @@ class Judge:
                                 "verdict starts, or verdict: sample")
             self._token_ids[n] = found
         return self._token_ids[n]
+
+    def problem(self, n: int) -> str | None:
+        """Why an item of `n` candidates cannot be judged here (its labels run out, or one is not a single token for
+        a likelihood verdict), or None; once per `n`. Callers refuse such an item alone instead of failing the
+        batch it would land in."""
+        if n not in self._problems:
+            try:
+                shown = {len(r.view.labels) for r in self._requests(0, JudgeItem("?", ["?"] * n, "probe"))}
+                if self.verdict == "likelihood":
+                    for k in shown:
+                        self.check(k)
+                self._problems[n] = None
+            except UrpoError as e:
+                self._problems[n] = str(e)
+        return self._problems[n]
 
     @property
     def template_file(self) -> str:

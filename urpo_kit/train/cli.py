@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from urpo_kit.config.files import ALLOW_PATH_HELP
+from urpo_kit.console import make_console
 
 # wide enough for the held-out table's metric names and intervals when the output is a file or a CI log
-console = Console(width=None if sys.stdout.isatty() else 160)
+console = make_console(width=None if sys.stdout.isatty() else 160)
 
 
 def heldout_table(heldout: dict[int, dict[str, float]], run_dir: Path | None = None) -> Table | None:
