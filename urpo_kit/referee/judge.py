@@ -186,6 +186,13 @@ class Judge:
         """How many generations judging an item of `n` candidates takes (e.g. for a progress bar's total)."""
         return self.samples * sum(len(self._orders(list(range(len(u))))) for u in self._units(n))
 
+    def prompt_tokens(self, prompt: int, responses: Sequence[int]) -> int:
+        """The prompt tokens all judgments of an item read, from the token counts of its prompt and responses (the
+        template's own text aside): the work an item causes, since pairwise reads every pair and both_orders and
+        samples repeat judgments."""
+        return self.samples * sum(len(self._orders(list(unit))) * (prompt + sum(responses[i] for i in unit))
+                                  for unit in self._units(len(responses)))
+
     # -------------------------------------------------------------------------------------------- rendering
     def _units(self, n: int) -> list[tuple[int, ...]]:
         """The candidate subsets one judgment covers: all of them, every pair, or each alone."""
