@@ -314,6 +314,8 @@ class TaskRenderer:
     def player_messages(self, variables: dict[str, Any], row_number: int | None = None) -> list[dict[str, str]]:
         field_user = "player.prompt" if self.task.player.prompt is not None else "player.template"
         user = render(self.player_user, variables, field_user, row_number)
+        if not str(user).strip():  # the model would be trained on an empty question
+            raise RenderError(field_user, "the prompt renders empty", row_number=row_number)
         system = render(self.player_system, variables, "player.system", row_number) if self.player_system else None
         return chat(system, user)
 

@@ -25,6 +25,7 @@ __all__ = [
     "describe_source",
     "load_rows",
     "resolve_generator",
+    "skipped_summary",
 ]
 
 MAX_REASONS_SHOWN = 5
@@ -72,12 +73,15 @@ def _raw_rows(source: Source, base_dir: Path | None, allow_code: bool, progress:
     return ((number, row, None) for number, row in enumerate(rows, start=1))
 
 
-def _too_many_skipped(label: str, skipped: list[SkippedRow], seen: int, limit: float) -> SourceError:
+def skipped_summary(skipped: list[SkippedRow]) -> str:
+    """The first few skipped rows with their reasons, and how many more."""
     shown = "; ".join(f"row {s.row_number}: {s.reason}" for s in skipped[:MAX_REASONS_SHOWN])
-    more = f"; and {len(skipped) - MAX_REASONS_SHOWN} more" if len(skipped) > MAX_REASONS_SHOWN else ""
-    return SourceError(
-        f"{label}: {len(skipped)} of {seen} rows are malformed, more than max_error_fraction={limit}: {shown}{more}"
-    )
+    return shown + (f"; and {len(skipped) - MAX_REASONS_SHOWN} more" if len(skipped) > MAX_REASONS_SHOWN else "")
+
+
+def _too_many_skipped(label: str, skipped: list[SkippedRow], seen: int, limit: float) -> SourceError:
+    return SourceError(f"{label}: {len(skipped)} of {seen} rows are malformed, more than "
+                       f"max_error_fraction={limit}: {skipped_summary(skipped)}")
 
 
 def _load(source: Source, base_dir: Path | None, allow_code: bool, progress: bool) -> LoadedRows:
