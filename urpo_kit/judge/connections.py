@@ -4,9 +4,11 @@ client may take to send its request headers.
 Uvicorn (h11) has a keep-alive timeout but none for a request's headers, and holds every connection it accepts: 20
 clients sending a byte a second, or 2,000 half-sent requests, stayed open for good and slowed `/health` for everyone.
 Its `limit_concurrency` answers 503 only once a request's headers are complete, which a slow client never does. So
-the protocol here refuses a connection over `max_connections` as soon as it is made, and closes one whose headers
-are not complete `header_timeout_s` after it opened (or after its previous response), each with a JSON error like
-every other. The body's timeout is the app's (`RequestGuard` in server.py): by then the request has a route.
+the protocol here closes a connection whose headers are not complete `header_timeout_s` after it opened (or after
+its previous response), and holds at most `max_connections`: a connection beyond that evicts the one that has waited
+longest for its headers (a client that sends its request at once is never the oldest, so slow clients cannot lock
+others out), or, when every connection is busy with a request, is refused. Each of these answers with a JSON error
+like every other. The body's timeout is the app's (`RequestGuard` in server.py): by then the request has a route.
 """
 
 from __future__ import annotations
@@ -40,15 +42,21 @@ def guarded_protocol(limits: ConnectionLimits) -> type[H11Protocol]:
     """Uvicorn's h11 protocol with the connection cap and the header timeout of `limits` (see the docstring)."""
 
     class Guarded(H11Protocol):
+        waiting: dict[Guarded, None] = {}  # connections waiting for request headers, longest first (this server)
         _timer: asyncio.TimerHandle | None = None
         _waiting_for: object = None  # the request cycle in place when the header clock started
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             if len(self.connections) > limits.max_connections:
-                self._close_with(503, "Service Unavailable", "too_many_connections",
-                                 f"the server holds {limits.max_connections} connections; retry shortly")
-                return
+                if not self.waiting:
+                    self._close_with(503, "Service Unavailable", "too_many_connections",
+                                     f"the server is busy with {limits.max_connections} connections; retry shortly")
+                    return
+                next(iter(self.waiting))._close_with(
+                    503, "Service Unavailable", "too_many_connections",
+                    f"the server holds {limits.max_connections} connections; this one, the longest without "
+                    "request headers, made room for another")
             self._start_header_clock()
 
         def handle_events(self) -> None:
@@ -69,18 +77,20 @@ def guarded_protocol(limits: ConnectionLimits) -> type[H11Protocol]:
             self._stop_header_clock()
             self._waiting_for = self.cycle
             self._timer = self.loop.call_later(limits.header_timeout_s, self._header_timeout)
+            self.waiting[self] = None
 
         def _stop_header_clock(self) -> None:
+            self.waiting.pop(self, None)
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
 
         def _header_timeout(self) -> None:
-            self._timer = None
             self._close_with(408, "Request Timeout", "header_timeout",
                              f"request headers not received within {limits.header_timeout_s:g} s")
 
         def _close_with(self, status: int, reason: str, code: str, message: str) -> None:
+            self._stop_header_clock()
             if not self.transport.is_closing():
                 self.transport.write(raw_error(status, reason, code, message))
                 self.transport.close()
