@@ -137,6 +137,7 @@ def test_deep_nesting_is_a_located_error(tmp_path: Path):
     "{{ 'a' * 10**9 }}",
     "{{ 'a' | center(10**9) }}",
     "{{ '%999999999s' % q }}",
+    "{{ '{:>999999999}'.format(q) }}",
     "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
     "{% for i in range(100000) %}{% for j in range(100) %}{{ q }}{% endfor %}{% endfor %}",
     "{{ 2 ** 100000000 }}",

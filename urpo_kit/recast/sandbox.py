@@ -10,6 +10,7 @@ size is known in advance (repetition, padding widths, powers) and right after ot
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import re
 from pathlib import Path
@@ -88,7 +89,9 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         return checked(super().call_binop(context, operator, left, right))
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - Jinja's form
-        _check_arguments(getattr(__obj, "__name__", ""), args, kwargs)
+        # `'{:>99999999}'.format(x)`: the format is the receiver (the sandbox wraps str.format, hence unwrap)
+        receiver = getattr(inspect.unwrap(__obj), "__self__", None)
+        _check_arguments(getattr(__obj, "__name__", ""), (receiver, *args), kwargs)
         return checked(super().call(__context, __obj, *args, **kwargs))
 
 
