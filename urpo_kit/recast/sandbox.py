@@ -106,8 +106,17 @@ class ConfinedLoader(jinja2.BaseLoader):
         for folder in self.search_dirs:
             candidate = folder.joinpath(*pieces)
             if candidate.is_file():
-                return read_template(candidate, self.base_dir), str(candidate), lambda: False
+                mtime = candidate.stat().st_mtime
+                return read_template(candidate, self.base_dir), str(candidate), lambda: _unchanged(candidate, mtime)
         raise jinja2.TemplateNotFound(template)
+
+
+def _unchanged(path: Path, mtime: float) -> bool:
+    """Jinja keeps a loaded template while this holds; a changed file is read again, under the rule again."""
+    try:
+        return path.stat().st_mtime == mtime
+    except OSError:
+        return False
 
 
 def read_template(path: Path, base_dir: Path) -> str:
