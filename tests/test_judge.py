@@ -142,7 +142,8 @@ def test_a_template_edit_re_judges(tmp_path, monkeypatch):
     assert report.judged == 2 and read_output(tmp_path / "out.jsonl")[-1]["status"] == "ok"
 
 
-@pytest.mark.parametrize("content", ["my notes\nlast line without newline", '{"hash": 1}\n', '{"ha'])
+@pytest.mark.parametrize("content", ["my notes\nlast line without newline", '{"hash": 1}\n', '{"ha',
+                                     '{"hash": "' + "a" * 32 + '", "line": 1, broken\n'])
 def test_an_output_not_written_by_judge_is_never_touched(tmp_path, content):
     source = write_rows(tmp_path / "in.jsonl", rows(2))
     out = tmp_path / "out.jsonl"

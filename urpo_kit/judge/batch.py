@@ -94,17 +94,24 @@ def done_keys(path: Path) -> set[str]:
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
     lines = data[:end].splitlines()
+    keys = set()
     for number, line in enumerate(lines, start=1):
-        if line.strip() and not _RECORD.match(line):
+        if not line.strip():
+            continue
+        try:
+            if not _RECORD.match(line):
+                raise ValueError(line)
+            keys.add(json.loads(line)["hash"])
+        except ValueError:
             raise UrpoError(f"{path}:{number}: not a record written by `urpo-kit judge`; refusing to append to "
-                            "this file (choose another --output)")
+                            "this file (choose another --output)") from None
     if end < len(data):
         if not _TORN.match(data[end:]):
             raise UrpoError(f"{path}:{len(lines) + 1}: the last line is unfinished and not a record written by "
                             "`urpo-kit judge`; refusing to touch this file (choose another --output)")
         with path.open("r+b") as f:
             f.truncate(end)
-    return {json.loads(line)["hash"] for line in lines if line.strip()}
+    return keys
 
 
 @contextlib.contextmanager
