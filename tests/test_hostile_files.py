@@ -94,7 +94,6 @@ def test_devices_and_pipes_are_never_read(tmp_path: Path, device: str):
 
 def test_a_file_over_the_size_limit_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(files, "MAX_FILE_BYTES", 100)
-    monkeypatch.setattr(files.read_bytes, "__defaults__", (100,))
     path = task_folder(tmp_path, extra="#" * 200 + "\n")
     problems = pytest.raises(ConfigError, load_task, path).value.problems
     assert "larger than 100 bytes" in problems[0].message

@@ -62,9 +62,11 @@ def confined(path: Path, base_dir: Path) -> Path:
     return real
 
 
-def read_bytes(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
-    """The bytes of a regular file of at most `limit` bytes; FileRefused (or OSError) otherwise, without reading
-    more than `limit + 1` bytes and without opening anything that could block (a pipe, a terminal)."""
+def read_bytes(path: Path, limit: int | None = None) -> bytes:
+    """The bytes of a regular file of at most `limit` (default MAX_FILE_BYTES) bytes; FileRefused (or OSError)
+    otherwise, without reading more than `limit + 1` bytes and without opening anything that could block (a pipe,
+    a terminal)."""
+    limit = MAX_FILE_BYTES if limit is None else limit
     info = os.stat(path)  # follows symlinks: the rule applies to what is actually read
     if stat.S_ISDIR(info.st_mode):
         raise IsADirectoryError(21, "is a folder", str(path))
