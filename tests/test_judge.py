@@ -11,6 +11,7 @@ from test_referee import FakeReferee, scripted
 from typer.testing import CliRunner
 
 from urpo_kit.cli import app
+from urpo_kit.errors import UrpoError
 from urpo_kit.judge import JudgeRow, JudgeSettings, reward_function
 from urpo_kit.judge.batch import done_keys, judge_file
 from urpo_kit.judge.rows import validation_message
@@ -105,7 +106,7 @@ def test_a_crash_keeps_the_batches_written_and_a_torn_line_is_dropped(tmp_path):
         judge_file(source, out, Crashing(), JudgeSettings(), model="fake", rows_per_batch=2)
     assert len(read_output(out)) == 2
     with out.open("a") as f:
-        f.write('{"hash": "torn by a cra')  # a write cut short by the crash
+        f.write(out.read_text().splitlines()[0][:60])  # a write of ours cut short by the crash
     assert len(done_keys(out)) == 2 and out.read_text().endswith("\n")
     backend = FakeReferee()
     report = judge_file(source, out, backend, JudgeSettings(), model="fake", rows_per_batch=2)
@@ -141,7 +142,51 @@ def test_a_template_edit_re_judges(tmp_path, monkeypatch):
     assert report.judged == 2 and read_output(tmp_path / "out.jsonl")[-1]["status"] == "ok"
 
 
+@pytest.mark.parametrize("content", ["my notes\nlast line without newline", '{"hash": 1}\n', '{"ha',
+                                     '{"hash": "' + "a" * 32 + '", "line": 1, broken\n'])
+def test_an_output_not_written_by_judge_is_never_touched(tmp_path, content):
+    source = write_rows(tmp_path / "in.jsonl", rows(2))
+    out = tmp_path / "out.jsonl"
+    out.write_text(content)
+    with pytest.raises(UrpoError, match="not a record written by `urpo-kit judge`"):
+        judge_file(source, out, FakeReferee(), JudgeSettings(), model="fake")
+    assert out.read_text() == content
+
+
+def test_output_equal_to_input_is_refused_and_the_input_kept(tmp_path):
+    source = write_rows(tmp_path / "in.jsonl", rows(2))
+    before = source.read_bytes()
+    (tmp_path / "link.jsonl").symlink_to(source)
+    for out in (source, tmp_path / "link.jsonl", tmp_path / "." / "in.jsonl"):
+        with pytest.raises(UrpoError, match="is the input file"):
+            judge_file(source, out, FakeReferee(), JudgeSettings(), model="fake")
+    assert source.read_bytes() == before
+
+
+def test_text_that_is_not_unicode_is_a_row_error(tmp_path):
+    source = write_rows(tmp_path / "in.jsonl", rows(1), ('{"prompt": "\\ud800", "responses": ["a", "b"]}',
+                                                         '{"id": "\\udfff", "prompt": "q", "responses": ["a", "b"]}'))
+    report = judge_file(source, tmp_path / "out.jsonl", FakeReferee(), JudgeSettings(), model="fake")
+    assert report.judged == 1 and [m.line for m in report.malformed] == [2, 3]
+    assert "`prompt` is not valid Unicode" in report.malformed[0].message
+    assert "`id` is not valid Unicode" in report.malformed[1].message
+
+
+def test_more_responses_than_letters_is_a_row_error(tmp_path):
+    source = write_rows(tmp_path / "in.jsonl", [{"prompt": "q", "responses": [str(i) for i in range(27)]}, *rows(2)])
+    report = judge_file(source, tmp_path / "out.jsonl", FakeReferee(), JudgeSettings(labels="letters"), model="fake")
+    assert report.judged == 2 and [m.line for m in report.malformed] == [1]
+    assert "at most 26" in report.malformed[0].message
+
+
 # --------------------------------------------------------------------------------------------- CLI
+def test_cli_judge_refuses_a_folder_as_output_before_loading_the_model(tmp_path, monkeypatch):
+    monkeypatch.setattr("urpo_kit.judge.settings.load_backend", lambda *a, **k: pytest.fail("model loaded"))
+    source = write_rows(tmp_path / "in.jsonl", rows(1))
+    folder = CliRunner().invoke(app, ["judge", "-i", str(source), "-o", str(tmp_path)])
+    assert folder.exit_code == 2 and "is a folder" in folder.output and folder.exception.__class__ is SystemExit
+
+
 def test_cli_judge_reports_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr("urpo_kit.judge.settings.load_backend", lambda *a, **k: FakeReferee())
     source = write_rows(tmp_path / "in.jsonl", rows(3), ('{"prompt": "q"}',))

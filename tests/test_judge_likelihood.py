@@ -75,8 +75,16 @@ def test_cli_judge_likelihood_pointwise_expected_scores(tmp_path):
         assert score == pytest.approx((expected - 1) / 8)
 
 
+def test_cli_judge_a_row_whose_labels_are_not_one_token_is_a_row_error(tmp_path):
+    source = write_rows(tmp_path / "in.jsonl", [{"prompt": "q", "responses": [str(i) for i in range(10)]}, *ROWS[:1]])
+    result = CliRunner().invoke(cli, ["judge", "-m", "tiny:llama", "-i", str(source), "-o", str(tmp_path / "o.jsonl"),
+                                      "--verdict", "likelihood"])
+    assert result.exit_code == 1, result.output
+    assert f"{source}:1:" in result.output and "rank.j2" in result.output and "`10`" in result.output
+    assert len(read_output(tmp_path / "o.jsonl")) == 1
+
+
 @pytest.mark.parametrize(("args", "rows", "named"), [
-    (["--mode", "listwise"], [{"prompt": "q", "responses": [str(i) for i in range(10)]}], ["rank.j2", "`10`"]),
     (["--mode", "pointwise", "--prefill", "Score:"], ROWS, ["score.j2", "`1`"]),  # `Score:` + ` 1`: two characters
     (["--mode", "pointwise"], ROWS, ["score.j2", "`10`"]),  # the default prefill `Score: `, the default scale 1-10
 ])

@@ -201,7 +201,7 @@ def test_resume_after_a_crash_continues_the_same_data_order(tmp_path: Path):
     cut_short.mkdir()
     (cut_short / "model.safetensors").write_bytes(b"")
     resumed = train(broken, resume=True, progress=False)
-    assert (Path(broken.output_dir) / "checkpoint-3.incomplete").is_dir()
+    assert (Path(broken.output_dir) / "incomplete" / "checkpoint-3").is_dir()
 
     assert resumed.steps == 4
     # step 3's record from before the crash is dropped and written again by the resumed run, once
@@ -214,8 +214,31 @@ def test_resume_after_a_crash_continues_the_same_data_order(tmp_path: Path):
 def test_resume_refuses_a_changed_stream(tmp_path: Path):
     recipe = recipe_at(tmp_path, "grpo.steps=2")
     train(recipe, progress=False)
-    with pytest.raises(ResumeError, match="data stream differs"):
+    with pytest.raises(ResumeError, match="seed: 0 -> 1"):
         train(recipe_at(tmp_path, "grpo.steps=2", "seed=1"), resume=True, progress=False)
+    (tmp_path / "open.jsonl").write_text('{"instruction": "Something else entirely."}\n')
+    with pytest.raises(ResumeError, match="data stream differs"):
+        train(load_recipe(tmp_path / "recipe.yaml", ["grpo.steps=2"]), resume=True, progress=False)
+
+
+def test_resume_after_two_crashes_in_one_checkpoint_write_and_a_torn_log_line(tmp_path: Path):
+    """Each crash leaves checkpoint-4 cut short; both are kept aside, the good checkpoints stay, the log line torn
+    by the last crash is dropped."""
+    recipe = recipe_at(tmp_path, "grpo.save_total_limit=1")
+    run = Path(recipe.output_dir)
+    with pytest.raises(Crash):
+        train(recipe, progress=False, callbacks=[CrashAfterLogging(3)])
+    for _ in range(2):
+        (run / "checkpoint-4").mkdir()
+        (run / "checkpoint-4" / "model.safetensors").write_bytes(b"")
+        with pytest.raises(Crash):
+            train(recipe, resume=True, progress=False, callbacks=[CrashAfterLogging(3)])
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 3, "kind": "tra')
+    assert train(recipe, resume=True, progress=False).steps == 4
+    assert sorted(p.name for p in (run / "incomplete").iterdir()) == ["checkpoint-4", "checkpoint-4.2"]
+    assert [p.name for p in run.glob("checkpoint-*")] == ["checkpoint-4"]
+    assert [r["step"] for r in train_records(run)] == [1, 2, 3, 4]
 
 
 def test_paper_recipe_maps_onto_grpo_config():

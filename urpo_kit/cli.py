@@ -8,21 +8,23 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from urpo_kit.config.files import ALLOW_PATH_HELP
+from urpo_kit.console import make_console
 from urpo_kit.errors import UrpoError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train one model as player and referee in one GRPO loop (URPO), evaluate it, use it as a judge.")
-console = Console()
-err_console = Console(stderr=True)
+console = make_console()
+err_console = make_console(stderr=True)
 
 # transformers 5 warns at every generation that TRL still uses the `gradient_checkpointing` names (renamed for v6);
 # that is TRL's to change, and the repeated warning would bury the training log.
 warnings.filterwarnings("ignore", message=r".* is deprecated and will be removed in v6", category=FutureWarning)
 
 SHIPPED_TASKS = Path(__file__).resolve().parent.parent / "tasks"
+ALLOW_PATH = typer.Option([], "--allow-path", metavar="DIR", help=ALLOW_PATH_HELP)
 
 
 def reports_errors(fn: Callable) -> Callable:
@@ -50,13 +52,16 @@ def validate(
     allow_code: bool = typer.Option(False, "--allow-code", help="allow dotted-path pkg.mod:fn verifiers/generators"),
     strict: bool = typer.Option(False, "--strict", help="fail when a hub source cannot be reached (default: warn)"),
     rows: Optional[int] = typer.Option(None, "--rows", min=1, help="read at most N rows per source (default: all)"),
+    allow_path: List[Path] = ALLOW_PATH,
 ) -> None:
     """Check tasks, recipes and eval suites as deep as training goes before its model loads: schema, names, every
     row of each source, every template, a referee prefill, the reward path on the gold answer, a recipe's suites."""
+    from urpo_kit.config.files import allowed_paths
     from urpo_kit.validate import validate_files
 
-    failed = validate_files(files, overrides, allow_code=allow_code, strict=strict, console=console,
-                            err_console=err_console, rows=rows)
+    with allowed_paths(allow_path):
+        failed = validate_files(files, overrides, allow_code=allow_code, strict=strict, console=console,
+                                err_console=err_console, rows=rows)
     if failed:
         raise typer.Exit(2)
 
@@ -69,15 +74,19 @@ def render(
     seed: int = typer.Option(0, help="seed for candidate shuffling"),
     overrides: List[str] = typer.Option([], "--set", "-s", help="key.path=value override (repeatable)"),
     allow_code: bool = typer.Option(False, "--allow-code"),
+    allow_path: List[Path] = ALLOW_PATH,
 ) -> None:
     """Show the rendered prompts and gold answers of the first N rows of a task."""
     from rich.panel import Panel
 
     from urpo_kit.compiler import prepare_task
+    from urpo_kit.config.files import allowed_paths
 
-    prepared = prepare_task(task, overrides, allow_code=allow_code, limit=n)
-    for row, number in zip(prepared.rows.rows, prepared.rows.row_numbers):
-        ep = prepared.task.episode(row, row_number=number, seed=seed)
+    with allowed_paths(allow_path):
+        prepared = prepare_task(task, overrides, allow_code=allow_code, limit=n)
+        episodes = [prepared.task.episode(row, row_number=number, seed=seed)
+                    for row, number in zip(prepared.rows.rows, prepared.rows.row_numbers)]
+    for ep, number in zip(episodes, prepared.rows.row_numbers):
         body = "\n\n".join(f"[bold]{m['role']}[/bold]\n{_escape(m['content'])}" for m in ep.messages)
         body += f"\n\n[bold green]gold[/bold green] {_escape(ep.payload.gold_text())}"
         console.print(Panel(body, title=f"{ep.task} ({ep.kind}) row {number}", expand=False))
@@ -143,11 +152,13 @@ def eval_(
     compare: bool = typer.Option(False, "--compare", help="print and plot two run folders side by side"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
     verbose: bool = typer.Option(False, "--verbose", help="also show the libraries' progress bars and info logs"),
+    allow_path: List[Path] = ALLOW_PATH,
 ) -> None:
     """Evaluate a model on a suite: player benchmarks through lm-eval, referee benchmarks, win rate; or compare runs."""
+    from urpo_kit.config.files import allowed_paths
     from urpo_kit.eval.command import eval_command
     from urpo_kit.quiet import quiet_libraries
 
-    with quiet_libraries(verbose):
+    with quiet_libraries(verbose), allowed_paths(allow_path):
         eval_command(args or [], model=model, output=output, compare=compare, progress=not no_progress,
                      console=console)

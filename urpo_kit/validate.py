@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 
 from urpo_kit.compiler import PreparedTask, override_strings, prepare_task
-from urpo_kit.config.loader import folder_of, load_recipe, locate, position_of
+from urpo_kit.config.loader import folder_of, load_recipe, load_yaml, locate, position_of
 from urpo_kit.config.schema import ModelSpec
 from urpo_kit.config.suite import EvalSuite, load_suite
 from urpo_kit.errors import ConfigError, FieldError, Problem, SourceError, SourceUnavailable, UrpoError
@@ -139,8 +138,8 @@ def _file_kind(path: Path) -> str:
     """`recipe` (has `tasks:`), `suite` (lists of `player:`, `referee:` or `winrate:` benchmarks, where a task has
     mappings) or `task` (anything else, including a task that takes its `kind` from an `include:`)."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        data, _ = load_yaml(path)  # bounded like every load (aliases, depth, file size); includes merged
+    except UrpoError:
         return "task"  # the task loader reports the problem with its location
     if not isinstance(data, dict) or "kind" in data:
         return "task"

@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
+from urpo_kit.config import files
 from urpo_kit.config.schema import OutputPath, Recipe, TemplatePath
 from urpo_kit.errors import ConfigError, FieldError, Problem
 
@@ -45,6 +46,10 @@ _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _INDEX = re.compile(r"-?\d+")
+# A few hundred bytes of anchors and aliases can stand for billions of values (an "alias bomb"), and deep nesting
+# exhausts Python's stack: both are refused with a located error, far above what any task or recipe needs.
+MAX_DEPTH = 100        # levels of nested lists and mappings
+MAX_VALUES = 100_000   # values in one file after expanding aliases
 
 
 class Mark(NamedTuple):
@@ -122,10 +127,24 @@ def _yaml_problem(err: yaml.YAMLError, file: Path | str, text: str, override: bo
     return Problem(file, *where, "", f"YAML syntax error: {reason}")
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing nesting deeper than MAX_DEPTH where it happens (its composer recurses)."""
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 def _compose(text: str, file: Path | str, override: bool = False) -> list[yaml.Node]:
     """All documents of `text` as PyYAML node trees (which carry start marks)."""
     try:
-        return list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        return list(yaml.compose_all(text, Loader=_BoundedLoader))
     except yaml.YAMLError as err:
         raise _Problems([_yaml_problem(err, file, text, override)]) from err
     except RecursionError as err:
@@ -134,7 +153,9 @@ def _compose(text: str, file: Path | str, override: bool = False) -> list[yaml.N
 
 def _read_text(path: Path) -> str:
     try:
-        raw = path.read_bytes()
+        raw = files.read_bytes(path)
+    except files.FileRefused as err:
+        raise _Problems([Problem(path, None, None, "", str(err).removeprefix(f"{path} "))]) from err
     except FileNotFoundError as err:
         raise _Problems([Problem(path, None, None, "", "file not found")]) from err
     except IsADirectoryError as err:
@@ -158,6 +179,7 @@ class _Builder:
         self.fixed = fixed  # overrides: every position is the override text itself
         self.problems: list[Problem] = []
         self._constructor = yaml.constructor.SafeConstructor()
+        self._values = 0  # values built so far, each alias use counted again (it is expanded)
 
     def mark(self, node: yaml.Node) -> Mark:
         if self.fixed is not None:
@@ -172,6 +194,12 @@ class _Builder:
         if id(node) in active:  # an alias inside its own anchor: `a: &x [*x]`
             self.problem(node, loc, "recursive alias (an anchor used inside itself)")
             return _Node(None, self.mark(node))
+        self._values += 1
+        if self._values > MAX_VALUES or len(loc) > MAX_DEPTH:
+            what = f"more than {MAX_VALUES} values once aliases are expanded" if self._values > MAX_VALUES \
+                else f"nested deeper than {MAX_DEPTH} levels once aliases are expanded"
+            self.problem(node, loc, f"{what}; refusing to expand further")
+            raise _Problems(self.problems)
         active = active | {id(node)}
         if isinstance(node, yaml.MappingNode):
             if node.tag != _MAP_TAG:
@@ -254,7 +282,7 @@ def _document_tree(doc: yaml.Node, path: Path, chain: tuple[Path, ...]) -> _Node
     """One document as a top-level mapping, with its `include:` files merged underneath (local keys win)."""
     tree = _build(doc, path)
     if not isinstance(tree.value, dict):
-        kind = "a list" if isinstance(tree.value, list) else f"a single value ({tree.value!r})"
+        kind = "a list" if isinstance(tree.value, list) else "a single value"  # never quote what it holds
         raise _Problems([Problem(path, tree.mark.line, tree.mark.column, "",
                                  f"the top level must be a mapping of `key: value` lines, not {kind}")])
     include = tree.value.pop("include", None)
@@ -269,7 +297,11 @@ def _document_tree(doc: yaml.Node, path: Path, chain: tuple[Path, ...]) -> _Node
                                     "`include` takes a file path or a list of file paths"))
             continue
         target = _display(path.parent / Path(str(item.value)).expanduser())
-        real = Path(os.path.realpath(target))
+        try:
+            real = files.confined(target, chain[0].parent)
+        except files.FileRefused as err:
+            problems.append(Problem(item.mark.file, item.mark.line, item.mark.column, "include", str(err)))
+            continue
         if real in (Path(os.path.realpath(p)) for p in chain):
             names = " -> ".join(str(p) for p in (*chain, target))
             problems.append(Problem(item.mark.file, item.mark.line, item.mark.column, "include",

@@ -11,11 +11,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FieldSerializationInfo,
+    PrivateAttr,
+    field_serializer,
+    model_validator,
+)
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf and nan are never a meaningful weight, rate or temperature (`weight: .inf` passed and broke training)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class TemplatePath:
@@ -257,6 +266,11 @@ class Roles(Strict):
     def params(self, role: Literal["player", "referee"], override: Sampling | None = None) -> SamplingParams:
         """The role's resolved sampling: its defaults, then this role's settings, then `override` (a task's)."""
         return Sampling.resolve(self.DEFAULTS[role], getattr(self, role), override)
+
+    @field_serializer("player", "referee")
+    def _resolved(self, _value: Sampling, info: FieldSerializationInfo) -> dict[str, Any]:
+        """Written out resolved (a run's recipe.yaml shows the sampling it used, and resume compares values)."""
+        return dataclasses.asdict(self.params(info.field_name))  # type: ignore[arg-type]
 
 
 class EvalRoles(Roles):

@@ -9,6 +9,7 @@ from typing import Sequence
 from rich.console import Console
 from rich.table import Table
 
+from urpo_kit.config.files import writable_folder
 from urpo_kit.errors import UrpoError
 
 __all__ = ["eval_command", "rich_table"]
@@ -32,6 +33,7 @@ def eval_command(args: Sequence[str], *, model: str | None, output: Path | None,
 
         run_a, run_b = Path(args[0]), Path(args[1])
         folder = output or Path("runs") / f"compare-{run_a.name}-vs-{run_b.name}"
+        writable_folder(folder)
         console.print(rich_table(f"A = {run_a}   B = {run_b}", COMPARE_HEADER, compare_runs(run_a, run_b, folder)))
         console.print(f"written: {', '.join(str(p) for p in sorted(folder.glob('compare.*')))}")
         return folder
@@ -46,6 +48,7 @@ def eval_command(args: Sequence[str], *, model: str | None, output: Path | None,
     suite = load_suite(suite_path, [*overrides, *([f"model.name={model}"] if model else [])])
     check_suite(suite)
     folder = output or suite.output_dir / f"{suite.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    writable_folder(folder)  # before the model loads
     console.print(f"loading {suite.model.name}")
     metrics = run_suite(suite, load_model(suite.model), load_tokenizer(suite.model), folder, progress=progress)
     console.print(rich_table(f"{suite.name} on {suite.model.name}", *summary_table({"value [95% CI]": metrics})))

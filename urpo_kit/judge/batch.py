@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,8 +20,12 @@ from typing import Any, Callable, Iterator
 
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from urpo_kit.config.files import writable_file
+from urpo_kit.console import make_console
+from urpo_kit.errors import UrpoError
 from urpo_kit.judge.rows import JudgeRow, judge_item, row_key, to_result, validation_message
 from urpo_kit.judge.settings import JudgeSettings
 from urpo_kit.referee.backends import Backend
@@ -68,20 +73,44 @@ def read_rows(path: Path) -> tuple[list[tuple[int, JudgeRow]], list[Malformed]]:
     return rows, malformed
 
 
+# Every record this command writes starts this way (json.dumps keeps the key order), which is how a re-run tells
+# its own records, and a torn one of its own, from anything else.
+_RECORD = re.compile(rb'\{"hash": "[0-9a-f]{32}", "line": \d+, ')
+_TORN = re.compile(rb'\{"hash": "[0-9a-f]{32}')
+
+
+def check_paths(source: Path, output: Path) -> None:
+    """Refuse an output that is the input itself (also through a link) or that cannot be written, before any work."""
+    if output.exists() and source.exists() and os.path.samefile(source, output):
+        raise UrpoError(f"--output {output} is the input file; write the results to another file")
+    writable_file(output)
+
+
 def done_keys(path: Path) -> set[str]:
-    """Keys already in the output. A last line torn by a crash mid-write is cut off, so that appending starts on a
-    fresh line and the torn row is judged again; lines that are not our records are left alone."""
+    """Keys already in the output, which must hold only records of this command. A last line of ours torn by a
+    crash mid-write is cut off (that row is judged again); anything else is refused, never truncated."""
     if not path.exists():
         return set()
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
+    lines = data[:end].splitlines()
+    keys = set()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            if not _RECORD.match(line):
+                raise ValueError(line)
+            keys.add(json.loads(line)["hash"])
+        except ValueError:
+            raise UrpoError(f"{path}:{number}: not a record written by `urpo-kit judge`; refusing to append to "
+                            "this file (choose another --output)") from None
     if end < len(data):
+        if not _TORN.match(data[end:]):
+            raise UrpoError(f"{path}:{len(lines) + 1}: the last line is unfinished and not a record written by "
+                            "`urpo-kit judge`; refusing to touch this file (choose another --output)")
         with path.open("r+b") as f:
             f.truncate(end)
-    keys = set()
-    for line in data[:end].splitlines():
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            keys.add(json.loads(line)["hash"])
     return keys
 
 
@@ -101,18 +130,24 @@ def reporting(backend: Backend, advance: Callable[[int], None]) -> Iterator[None
 
 def judge_file(source: Path, output: Path, backend: Backend, settings: JudgeSettings, *, model: str,
                rows_per_batch: int = 32, console: Console | None = None) -> BatchReport:
-    """Judge every row of `source` not yet in `output`, appending one JSON record per row (input order). A
-    likelihood judge is checked for the file's largest row first: a label or score that is not one token raises
-    UrpoError before anything is written."""
-    console = console or Console(stderr=True)
+    """Judge every row of `source` not yet in `output`, appending one JSON record per row (input order). A row the
+    judge cannot show (more responses than letter labels, a label that is not one token for a likelihood verdict)
+    is reported with its line and skipped like a malformed one."""
+    console = console or make_console(stderr=True)
     start = time.perf_counter()
     report = BatchReport()
+    check_paths(source, output)
+    done = done_keys(output)
     rows, report.malformed = read_rows(source)
-    judge = settings.judge(backend, responses=max((len(row.input.responses) for _, row in rows), default=2))
+    judge = settings.judge(backend)
+    unjudgeable = {line: problem for line, row in rows if (problem := judge.problem(len(row.input.responses)))}
+    report.malformed = sorted(report.malformed + [Malformed(line, p) for line, p in unjudgeable.items()],
+                              key=lambda m: m.line)
+    rows = [(line, row) for line, row in rows if line not in unjudgeable]
     fingerprint = settings.fingerprint(judge, model)
     for bad in report.malformed:
-        console.print(f"[red]error[/red] {source}:{bad.line}: {bad.message}", highlight=False, soft_wrap=True)
-    done = done_keys(output)
+        console.print(f"[red]error[/red] {escape(f'{source}:{bad.line}: {bad.message}')}", highlight=False,
+                      soft_wrap=True)
     pending: list[_Pending] = []
     queued: set[str] = set()
     for line, row in rows:

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Optional, Tuple
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from urpo_kit.console import make_console
 
 if TYPE_CHECKING:
     from urpo_kit.judge.settings import JudgeSettings
@@ -39,6 +40,9 @@ SEED = typer.Option(0, help="seed for presentation orders and sampling")
 DTYPE = typer.Option("auto", help="auto: bfloat16 on a GPU that has it, else float32 (bfloat16 is ~1.5x faster "
                                   "on CPU)")
 BATCH_SIZE = typer.Option(16, min=1, help="sequences per generation batch")
+BATCH_TOKENS = typer.Option(16384, min=1, help="padded tokens (prompt + new tokens) per generation batch: bounds the "
+                                               "memory of a batch of long prompts, which then runs in smaller "
+                                               "batches (one prompt at least)")
 THREADS = typer.Option(None, min=1, help="torch CPU threads (default: torch's choice; on a busy shared CPU, 1 "
                                          "avoids oversubscription)")
 
@@ -51,6 +55,12 @@ def _settings(mode: str, template: Optional[Path], debias: str, samples: int, te
     return JudgeSettings(mode=mode, debias=debias, samples=samples, template=template, labels=labels,
                          prefill=prefill, verdict=verdict, scale=scale, seed=seed,
                          sampling=SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens))
+
+
+def _template_folders(template: Optional[Path]) -> list[Path]:
+    """The folder of a template named on the command line: the operator chose it, so it and its includes may be
+    read wherever it is (task files get no such say; see urpo_kit.config.files)."""
+    return [template.expanduser().parent] if template else []
 
 
 def judge_command(
@@ -71,6 +81,7 @@ def judge_command(
     seed: int = SEED,
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = DTYPE,
     batch_size: int = BATCH_SIZE,
+    batch_tokens: int = BATCH_TOKENS,
     threads: Optional[int] = THREADS,
     rows_per_batch: int = typer.Option(32, min=1, help="rows per judging call; the output is flushed after each"),
 ) -> None:
@@ -95,16 +106,20 @@ def judge_command(
 
     A prompt may be chat messages ([{"role": "user", "content": "..."}]); a response may be a list of messages.
     """
-    from urpo_kit.judge.batch import judge_file
+    from urpo_kit.config.files import allowed_paths
+    from urpo_kit.judge.batch import check_paths, judge_file
     from urpo_kit.judge.settings import load_backend
 
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     settings = _settings(mode, template, debias, samples, temperature, max_new_tokens, labels, prefill, verdict,
                          scale, seed)
+    check_paths(input, output)  # before the model loads
     with err.status(f"loading {model}"):
-        backend = load_backend(model, dtype=dtype, batch_size=batch_size, threads=threads)
-    report = judge_file(input, output, backend, settings, model=model, rows_per_batch=rows_per_batch, console=err)
-    out = Console()
+        backend = load_backend(model, dtype=dtype, batch_size=batch_size, batch_tokens=batch_tokens, threads=threads)
+    with allowed_paths(_template_folders(template)):
+        report = judge_file(input, output, backend, settings, model=model, rows_per_batch=rows_per_batch,
+                            console=err)
+    out = make_console()
     out.print(f"{input} -> {output} in {report.seconds:.1f} s", highlight=False, soft_wrap=True)
     table = Table("rows", "count")
     table.add_row("judged now", str(report.judged))
@@ -143,6 +158,7 @@ def serve_command(
     seed: int = SEED,
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = DTYPE,
     batch_size: int = BATCH_SIZE,
+    batch_tokens: int = BATCH_TOKENS,
     threads: Optional[int] = THREADS,
     batch_window_ms: float = typer.Option(5.0, min=0.0, help="how long a request waits for others to batch with"),
     max_batch_rows: int = typer.Option(64, min=1, help="rows per batch (1 with window 0: one request at a time)"),
@@ -150,24 +166,38 @@ def serve_command(
     max_responses: int = typer.Option(16, min=2, help="responses per row"),
     max_prompt_tokens: int = typer.Option(2048, min=1, help="tokens per prompt"),
     max_response_tokens: int = typer.Option(1024, min=1, help="tokens per response"),
+    max_row_tokens: int = typer.Option(4096, min=1, help="tokens per row, prompt and all responses together"),
+    max_request_tokens: int = typer.Option(65536, min=1, help="prompt tokens all judgments of a request read "
+                                                                "(pairwise reads every pair; both_orders and "
+                                                                "samples repeat)"),
     max_body_bytes: int = typer.Option(1_000_000, min=1, help="request body size"),
+    max_connections: int = typer.Option(64, min=1, help="open connections; more are refused with 503 at once"),
+    header_timeout: float = typer.Option(10.0, min=0.1, help="seconds a client has to send a request's headers"),
+    body_timeout: float = typer.Option(30.0, min=0.1, help="seconds a client has to send a request's body"),
+    keep_alive: int = typer.Option(5, min=1, help="seconds an idle connection is kept open"),
     log_level: str = typer.Option("info", help="uvicorn log level"),
 ) -> None:
     """Serve the referee over HTTP: POST /v1/judge (one row, or {"rows": [...], "mode": ..., "verdict": ...}),
     GET /health, OpenAPI at /docs and /openapi.json. Requests from all clients are batched together."""
     import uvicorn
 
+    from urpo_kit.config.files import allowed_paths
+    from urpo_kit.judge.connections import ConnectionLimits, uvicorn_options
     from urpo_kit.judge.server import Batching, Limits, create_app
     from urpo_kit.judge.settings import load_backend
 
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
-        Console(stderr=True).print(f"[yellow]warning[/yellow] serving on {host} without a token: anyone who can "
+        make_console(stderr=True).print(f"[yellow]warning[/yellow] serving on {host} without a token: anyone who can "
                                    "reach this port can use the model (set URPO_KIT_TOKEN)")
     settings = _settings(mode, template, debias, samples, temperature, max_new_tokens, labels, prefill, verdict,
                          scale, seed)
-    backend = load_backend(model, dtype=dtype, batch_size=batch_size, threads=threads)
+    backend = load_backend(model, dtype=dtype, batch_size=batch_size, batch_tokens=batch_tokens, threads=threads)
     limits = Limits(max_body_bytes=max_body_bytes, max_rows=max_rows, max_responses=max_responses,
-                    max_prompt_tokens=max_prompt_tokens, max_response_tokens=max_response_tokens)
-    app = create_app(backend, model=model, settings=settings, limits=limits, token=token,
-                     batching=Batching(window_s=batch_window_ms / 1000, max_rows=max_batch_rows))
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+                    max_prompt_tokens=max_prompt_tokens, max_response_tokens=max_response_tokens,
+                    max_row_tokens=max_row_tokens, max_request_tokens=max_request_tokens)
+    connections = ConnectionLimits(max_connections=max_connections, header_timeout_s=header_timeout,
+                                   body_timeout_s=body_timeout, keep_alive_s=keep_alive)
+    with allowed_paths(_template_folders(template)):
+        app = create_app(backend, model=model, settings=settings, limits=limits, token=token, connections=connections,
+                         batching=Batching(window_s=batch_window_ms / 1000, max_rows=max_batch_rows))
+        uvicorn.run(app, host=host, port=port, log_level=log_level, **uvicorn_options(connections))

@@ -98,6 +98,14 @@ class JudgeRow(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> "JudgeRow":
         self._input = self._normalise()
+        texts = {"prompt": self._input.prompt, "id": self.id if isinstance(self.id, str) else ""}
+        texts.update({f"responses.{i}": r for i, r in enumerate(self._input.responses)})
+        for name, text in texts.items():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:  # JSON may escape a lone surrogate ("\ud800"), no file or model can
+                raise ValueError(f"`{name}` is not valid Unicode text (a lone surrogate at character {e.start})") \
+                    from None
         return self
 
     @property

@@ -5,9 +5,12 @@ server collects whatever requests arrive within a short window (or while the pre
 judges them in one `Judge.judge` call per (mode, verdict) on a single worker thread. The event loop only validates
 and queues, so slow or malformed clients never hold the model.
 
-Errors are JSON `{"error": {"code": ..., "message": ...}}`: 400 malformed JSON, 401 missing or wrong bearer token,
-413 body too large, 422 invalid rows, a limit exceeded or labels a likelihood verdict cannot read as one token,
-429 queue full, 500 the judge itself failed.
+Errors are JSON `{"error": {"code": ..., "message": ...}}`: 400 malformed JSON, 401 missing or wrong bearer token
+(checked before the body is read), 408 headers or body not received in time, 413 body too large, 422 invalid rows
+(text that is not valid Unicode included), a limit exceeded or labels a likelihood verdict cannot read as one
+token, 429 queue full, 500 the judge itself (or anything else) failed, 503 too many connections. The limits, and
+why each exists: `Limits` (what a request may cost), `ConnectionLimits` (what a client may hold, connections.py),
+and the backend's generation batch (sequences and tokens per forward pass).
 """
 
 from __future__ import annotations
@@ -22,13 +25,14 @@ from typing import Annotated, Any, AsyncIterator, Callable, Literal, Sequence, U
 from fastapi import Body, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Discriminator, Tag
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from urpo_kit.config.schema import VerdictKind
 from urpo_kit.errors import UrpoError
+from urpo_kit.judge.connections import ConnectionLimits
 from urpo_kit.judge.rows import (
     JudgeRequest,
     JudgeResponse,
@@ -49,13 +53,17 @@ JudgeKind = tuple[Mode, VerdictKind]  # what one judge call may hold: requests o
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may ask for; beyond it the server answers 413/422/429 instead of working."""
+    """What one request may ask for; beyond it the server answers 413/422/429 instead of working. Counts alone do
+    not bound the work (64 rows x 16 responses x 1,000 tokens each passed them and took gigabytes), so tokens are
+    limited per row (the longest prompt a judgment can be) and per request (what all its judgments read)."""
 
     max_body_bytes: int = 1_000_000
     max_rows: int = 64              # rows per request
     max_responses: int = 16         # responses per row
     max_prompt_tokens: int = 2048
     max_response_tokens: int = 1024
+    max_row_tokens: int = 4096      # prompt + all responses of a row: what a listwise judgment reads
+    max_request_tokens: int = 65536  # prompt tokens of all the judgments a request makes (pairwise: every pair)
     max_queued_rows: int = 1024     # rows waiting for the model, all clients together
 
 
@@ -211,32 +219,45 @@ class Batcher:
 
 
 # --------------------------------------------------------------------------------------------- limits
-class BodyLimit:
-    """Reads the request body up to `max_bytes` before the app sees it, and answers 413 beyond that, whatever the
-    Content-Length header claims (a chunked body has none)."""
+class RequestGuard:
+    """Checks what can be checked before the app reads a request: the bearer token (401 before any body is
+    parsed), then the body's size (413, whatever Content-Length claims; a chunked body has none) and the time it
+    takes to arrive (408)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, body_timeout_s: float, token: str | None):
+        self.app, self.max_bytes, self.body_timeout_s, self.token = app, max_bytes, body_timeout_s, token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        if self.token is not None and scope["path"].startswith("/v1/") and not self._authorized(headers):
+            await _reply(scope, receive, send, ApiError(401, "unauthorized", "missing or wrong bearer token "
+                                                        "(Authorization: Bearer ...)", {"WWW-Authenticate": "Bearer"}))
+            return
+        declared = headers.get(b"content-length")
+        too_large = ApiError(413, "body_too_large", f"request body over {self.max_bytes} bytes")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._too_large(scope, receive, send)
+            await _reply(scope, receive, send, too_large)
             return
         chunks: list[bytes] = []
         size, more = 0, True
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_s
         while more:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), deadline - asyncio.get_running_loop().time())
+            except asyncio.TimeoutError:
+                await _reply(scope, receive, send, ApiError(408, "body_timeout", "request body not received within "
+                                                                                 f"{self.body_timeout_s:g} s"))
+                return
             if message["type"] != "http.request":  # the client disconnected
                 return
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             more = message.get("more_body", False)
             if size > self.max_bytes:
-                await self._too_large(scope, receive, send)
+                await _reply(scope, receive, send, too_large)
                 return
         replayed = False
 
@@ -249,15 +270,22 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(413, "body_too_large", f"request body over {self.max_bytes} bytes")
-        await response(scope, receive, send)
+    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+        scheme, _, credentials = headers.get(b"authorization", b"").partition(b" ")
+        return scheme.lower() == b"bearer" and secrets.compare_digest(credentials.strip(), self.token.encode())
 
 
-def check_limits(rows: Sequence[RowInput], limits: Limits, count_tokens: Callable[[list[str]], list[int]]) -> None:
-    """Raise a 422 ApiError naming the first row and field over a limit."""
+async def _reply(scope: Scope, receive: Receive, send: Send, error: ApiError) -> None:
+    await error_response(error.status, error.code, error.message, error.headers)(scope, receive, send)
+
+
+def check_limits(rows: Sequence[RowInput], limits: Limits, count_tokens: Callable[[list[str]], list[int]],
+                 work: Callable[[int, list[int]], int]) -> None:
+    """Raise a 422 ApiError naming the first row and field over a limit. `work(prompt, responses)` is the prompt
+    tokens the judgments of a row read, given its token counts."""
     if len(rows) > limits.max_rows:
         raise ApiError(422, "too_many_rows", f"{len(rows)} rows in one request; the limit is {limits.max_rows}")
+    total = 0
     for i, row in enumerate(rows):
         if len(row.responses) > limits.max_responses:
             raise ApiError(422, "too_many_responses", f"row {i} has {len(row.responses)} responses; the limit is "
@@ -270,16 +298,21 @@ def check_limits(rows: Sequence[RowInput], limits: Limits, count_tokens: Callabl
             if n > limits.max_response_tokens:
                 raise ApiError(422, "too_many_tokens", f"row {i}: response {j} has {n} tokens; the limit is "
                                                        f"{limits.max_response_tokens}")
+        if prompt + sum(responses) > limits.max_row_tokens:
+            raise ApiError(422, "too_many_tokens", f"row {i}: prompt and responses have {prompt + sum(responses)} "
+                                                   f"tokens together; the limit is {limits.max_row_tokens}")
+        total += work(prompt, responses)
+        if total > limits.max_request_tokens:
+            raise ApiError(422, "too_many_tokens", f"rows 0-{i}: their judgments read {total} prompt tokens; the "
+                                                   f"limit per request is {limits.max_request_tokens}")
 
 
 def check_readable(judge: Judge, rows: Sequence[RowInput]) -> None:
-    """Raise a 422 ApiError naming the first row whose labels (or scores) a likelihood judge cannot read as one
-    token each (e.g. label `10` of a row of 10 responses), before the request is queued with others."""
+    """Raise a 422 ApiError naming the first row the judge cannot show (e.g. label `10` of a row of 10 responses is
+    not one token for a likelihood verdict), before the request is queued with others."""
     for i, row in enumerate(rows):
-        try:
-            judge.check(len(row.responses))
-        except UrpoError as e:
-            raise ApiError(422, "verdict_unreadable", f"row {i}: {e}") from None
+        if problem := judge.problem(len(row.responses)):
+            raise ApiError(422, "verdict_unreadable", f"row {i}: {problem}")
 
 
 def tokenizer_counter(tokenizer: Any) -> Callable[[list[str]], list[int]]:
@@ -290,6 +323,7 @@ def tokenizer_counter(tokenizer: Any) -> Callable[[list[str]], list[int]]:
 # --------------------------------------------------------------------------------------------- the app
 def create_app(backend: Backend, *, model: str, settings: JudgeSettings = JudgeSettings(),
                limits: Limits = Limits(), batching: Batching = Batching(),
+               connections: ConnectionLimits = ConnectionLimits(),
                count_tokens: Callable[[list[str]], list[int]] | None = None, token: str | None = None) -> FastAPI:
     """The FastAPI app around one backend. `count_tokens` defaults to the backend's tokenizer; `token`, when set,
     is the bearer token `/v1/judge` requires. A bad template, or a likelihood verdict whose labels or scores are not
@@ -327,16 +361,10 @@ def create_app(backend: Backend, *, model: str, settings: JudgeSettings = JudgeS
 
     app = FastAPI(title="urpo-kit judge", version="1", lifespan=lifespan,
                   description="A URPO referee as a reward model: rank or score responses to a prompt.")
-    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(RequestGuard, max_bytes=limits.max_body_bytes, body_timeout_s=connections.body_timeout_s,
+                       token=token)
+    # the token is checked by RequestGuard, before the body is read; this declares it in the OpenAPI schema
     bearer = HTTPBearer(auto_error=False, description="required when the server was started with a token")
-
-    # a default, not Annotated: under postponed annotations FastAPI could not resolve the local `bearer`
-    def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        if token is None:
-            return
-        if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), token.encode()):
-            raise ApiError(401, "unauthorized", "missing or wrong bearer token (Authorization: Bearer ...)",
-                           {"WWW-Authenticate": "Bearer"})
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, e: ApiError) -> JSONResponse:
@@ -363,9 +391,14 @@ def create_app(backend: Backend, *, model: str, settings: JudgeSettings = JudgeS
     async def http_error(_: Request, e: HTTPException) -> JSONResponse:
         return error_response(e.status_code, f"http_{e.status_code}", str(e.detail), getattr(e, "headers", None))
 
-    errors = {status: {"model": ErrorBody} for status in (400, 401, 413, 422, 429, 500)}
+    @app.exception_handler(Exception)
+    async def internal_error(_: Request, e: Exception) -> JSONResponse:
+        """Anything unforeseen is still a JSON error (the traceback goes to the server log)."""
+        return error_response(500, "internal_error", f"{type(e).__name__}: {e}")
 
-    @app.post("/v1/judge", response_model=JudgeResponse, responses=errors, dependencies=[Depends(authorize)])
+    errors = {status: {"model": ErrorBody} for status in (400, 401, 408, 413, 422, 429, 500, 503)}
+
+    @app.post("/v1/judge", response_model=JudgeResponse, responses=errors, dependencies=[Depends(bearer)])
     async def judge_rows(body: Annotated[RequestBody, Body()]) -> JudgeResponse:
         """Judge one row or `{"rows": [...]}`; rows from concurrent requests share generation batches."""
         batch = body if isinstance(body, JudgeRequest) else None
@@ -373,10 +406,9 @@ def create_app(backend: Backend, *, model: str, settings: JudgeSettings = JudgeS
         kind = (batch.mode if batch and batch.mode else settings.mode,
                 batch.verdict if batch and batch.verdict else settings.verdict)
         inputs = [row.input for row in rows]
-        check_limits(inputs, limits, count_tokens)
         judge = judge_for(kind)
-        if judge.verdict == "likelihood":
-            check_readable(judge, inputs)
+        check_limits(inputs, limits, count_tokens, judge.prompt_tokens)
+        check_readable(judge, inputs)
         verdicts = await batcher.submit(kind, [judge_item(x, row_key(x)) for x in inputs])
         return JudgeResponse(model=model, mode=kind[0], verdict=kind[1],
                              results=[to_result(x, v, kind[1], row.id) for x, v, row in zip(inputs, verdicts, rows)])

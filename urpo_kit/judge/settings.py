@@ -70,8 +70,10 @@ class JudgeSettings:
             torch.manual_seed(stable_seed(self.seed, *keys) % 2**63)
 
 
-def load_backend(model: str, *, dtype: str = "auto", batch_size: int = 16, threads: int | None = None) -> HFBackend:
-    """An HFBackend for a model name as the recipes write it (hub id, folder, `bundled:...`, `tiny:llama`).
+def load_backend(model: str, *, dtype: str = "auto", batch_size: int = 16, batch_tokens: int | None = None,
+                 threads: int | None = None) -> HFBackend:
+    """An HFBackend for a model name as the recipes write it (hub id, folder, `bundled:...`, `tiny:llama`), whose
+    generation batches hold at most `batch_size` sequences and `batch_tokens` padded tokens.
 
     `threads` sets torch's CPU threads: on a CPU shared with other jobs, fewer threads than cores avoids
     oversubscription (measured here under load: 1 thread judged 3-6x faster than 2 on 2 busy cores)."""
@@ -82,4 +84,4 @@ def load_backend(model: str, *, dtype: str = "auto", batch_size: int = 16, threa
     if threads is not None:
         torch.set_num_threads(threads)
     spec = ModelSpec(name=model, dtype=dtype)
-    return HFBackend(load_model(spec), load_tokenizer(spec), batch_size=batch_size)
+    return HFBackend(load_model(spec), load_tokenizer(spec), batch_size=batch_size, batch_tokens=batch_tokens)

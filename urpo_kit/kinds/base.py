@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
 from urpo_kit.config.schema import Prompt, TaskBase
+from urpo_kit.errors import FieldError
 from urpo_kit.recast import Templates, chat, render
 
 LogMetric = Callable[[str, float], None]
@@ -143,5 +144,7 @@ class PlayerPrompt:
 
     def messages(self, variables: dict[str, Any], row_number: int | None = None) -> Messages:
         user = render(self.user, variables, self.user_field, row_number)
+        if not str(user).strip():  # the model would be trained on an empty question
+            raise FieldError(self.user_field, "the prompt renders empty", row_number=row_number)
         system = render(self.system, variables, f"{self.prefix}.system", row_number) if self.system else None
         return chat(system, user)

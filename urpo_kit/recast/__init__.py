@@ -14,12 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from jinja2 import StrictUndefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from urpo_kit.config.files import BUILTIN_TEMPLATES, FileRefused
 from urpo_kit.errors import FieldError
-
-BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+from urpo_kit.recast.sandbox import BoundedEnvironment, checked, environment, read_template, render_bounded
 
 
 class RenderError(FieldError):
@@ -33,14 +31,8 @@ def stable_seed(*parts: Any) -> int:
 
 
 @lru_cache(maxsize=32)
-def _environment(search_dirs: tuple[Path, ...]) -> ImmutableSandboxedEnvironment:
-    """Sandboxed (templates come from users' YAML) and strict (a missing variable is an error, not '')."""
-    return ImmutableSandboxedEnvironment(
-        undefined=StrictUndefined,
-        loader=jinja2.FileSystemLoader([str(d) for d in search_dirs]),
-        keep_trailing_newline=False,
-        autoescape=False,
-    )
+def _environment(search_dirs: tuple[Path, ...], base_dir: Path) -> BoundedEnvironment:
+    return environment(search_dirs, base_dir)
 
 
 def template_search_dirs(base_dir: Path | None) -> tuple[Path, ...]:
@@ -57,7 +49,8 @@ class Templates:
 
     def __init__(self, base_dir: Path | None):
         self.search_dirs = template_search_dirs(base_dir)
-        self.env = _environment(self.search_dirs)
+        self.base_dir = base_dir or BUILTIN_TEMPLATES  # what template files may be read from (config.files)
+        self.env = _environment(self.search_dirs, self.base_dir)
 
     def find(self, path: Path, field_name: str) -> Path:
         candidates = [path] if path.is_absolute() else [d / path for d in self.search_dirs]
@@ -76,8 +69,8 @@ class Templates:
     def file(self, path: Path, field_name: str) -> jinja2.Template:
         found = self.find(path, field_name)
         try:
-            source = found.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
+            source = read_template(found, self.base_dir)
+        except (OSError, UnicodeDecodeError, FileRefused) as e:
             raise RenderError(field_name, f"cannot read template file `{found}`: {e}", template_file=found) from None
         try:
             # compiled with its real filename, so a runtime error's traceback carries the template line
@@ -104,8 +97,8 @@ def render(template: Any, variables: dict[str, Any], field_name: str, row_number
     """
     try:
         if isinstance(template, jinja2.Template):
-            return template.render(variables)
-        value = template(variables)
+            return render_bounded(template, variables)
+        value = checked(template(variables))
         _fail_on_undefined(value)
         return value
     except Exception as e:  # also a template calling a method on the wrong type, a bad index, ...

@@ -73,28 +73,35 @@ class HFBackend:
     evaluation judges the same referee prompts as sampled text and as likelihood verdicts; with this, both readings
     come from one forward pass. Only for a model whose weights do not change while the backend lives."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 16,
+    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 16, batch_tokens: int | None = None,
                  unwrap: Callable[[], ContextManager[Any]] | None = None,
                  progress: Callable[[int], None] | None = None, remember_next_token: bool = False):
-        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.model, self.tokenizer, self.batch_size, self.batch_tokens = model, tokenizer, batch_size, batch_tokens
         self.unwrap = unwrap or (lambda: contextlib.nullcontext(self.model))
         self.progress = progress
         self.remembered: dict[str, Any] | None = {} if remember_next_token else None
 
-    def _batches(self, texts: Sequence[str]) -> Iterator[tuple[Any, list[int], dict[str, Any]]]:
-        """(model, indices, tokenized batch) per `batch_size` texts, longest first (less padding; callers put results
-        back in order), under no_grad in eval mode; the model's mode is restored and progress reported."""
+    def _batches(self, texts: Sequence[str], new_tokens: int = 0) -> Iterator[tuple[Any, list[int], dict[str, Any]]]:
+        """(model, indices, tokenized batch) per at most `batch_size` texts, and at most `batch_tokens` padded tokens
+        with the `new_tokens` to generate (memory grows with both: a few long texts are a batch of their own),
+        longest first (less padding; callers put results back in order), under no_grad in eval mode; the model's
+        mode is restored and progress reported."""
         import torch
 
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         tok = self.tokenizer
+        lengths = [len(ids) for ids in tok(list(texts), add_special_tokens=False)["input_ids"]] if texts else []
+        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
         tok.padding_side = "left"
         with self.unwrap() as model, torch.no_grad():
             was_training = model.training
             model.eval()
             try:
-                for start in range(0, len(order), self.batch_size):
-                    idx = order[start:start + self.batch_size]
+                start = 0
+                while start < len(order):
+                    longest = lengths[order[start]] + new_tokens
+                    size = self.batch_size if self.batch_tokens is None else \
+                        max(1, min(self.batch_size, self.batch_tokens // max(longest, 1)))
+                    idx, start = order[start:start + size], start + size
                     batch = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
                     yield model, idx, {k: v.to(model.device) for k, v in batch.items()}
                     if self.progress:
@@ -125,7 +132,7 @@ class HFBackend:
         remember = self.remembered is not None
         if remember:
             self.remembered = {}
-        for model, idx, batch in self._batches(texts):
+        for model, idx, batch in self._batches(texts, sampling.max_new_tokens):
             kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "use_cache": True,
                                       "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id,
                                       "output_logits": remember, "return_dict_in_generate": remember}

@@ -104,6 +104,7 @@ class Judge:
                                                               self.spec.samples, self.spec.verdict)
         self.renderer = renderer or RefereeRenderer(self.spec, Templates(base_dir))
         self._token_ids: dict[int, list[int]] = {}
+        self._problems: dict[int, str | None] = {}
 
     def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
         """One Verdict per item. Raises ValueError before any model call if an item has too few candidates."""
@@ -148,6 +149,21 @@ class Judge:
             self._token_ids[n] = found
         return self._token_ids[n]
 
+    def problem(self, n: int) -> str | None:
+        """Why an item of `n` candidates cannot be judged here (its labels run out, or one is not a single token for
+        a likelihood verdict), or None; once per `n`. Callers refuse such an item alone instead of failing the
+        batch it would land in."""
+        if n not in self._problems:
+            try:
+                shown = {len(r.view.labels) for r in self._requests(0, JudgeItem("?", ["?"] * n, "probe"))}
+                if self.verdict == "likelihood":
+                    for k in shown:
+                        self.check(k)
+                self._problems[n] = None
+            except UrpoError as e:
+                self._problems[n] = str(e)
+        return self._problems[n]
+
     @property
     def template_file(self) -> str:
         return str(getattr(self.renderer.template, "filename", "") or "referee template")
@@ -162,6 +178,13 @@ class Judge:
     def judgments(self, n: int) -> int:
         """How many generations judging an item of `n` candidates takes (e.g. for a progress bar's total)."""
         return self.samples * sum(len(self._orders(list(range(len(u))))) for u in self.mode.units(n))
+
+    def prompt_tokens(self, prompt: int, responses: Sequence[int]) -> int:
+        """The prompt tokens all judgments of an item read, from the token counts of its prompt and responses (the
+        template's own text aside): the work an item causes, since pairwise reads every pair and both_orders and
+        samples repeat judgments."""
+        return self.samples * sum(len(self._orders(list(unit))) * (prompt + sum(responses[i] for i in unit))
+                                  for unit in self.mode.units(len(responses)))
 
     # -------------------------------------------------------------------------------------------- rendering
     def _orders(self, order: list[int]) -> list[list[int]]:

@@ -26,6 +26,7 @@ __all__ = [
     "describe_source",
     "load_rows",
     "resolve_generator",
+    "describe_skipped",
 ]
 
 MAX_REASONS_SHOWN = 5

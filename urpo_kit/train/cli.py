@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from urpo_kit.config.files import ALLOW_PATH_HELP
+from urpo_kit.console import make_console
+
 # wide enough for the held-out table's metric names and intervals when the output is a file or a CI log
-console = Console(width=None if sys.stdout.isatty() else 160)
+console = make_console(width=None if sys.stdout.isatty() else 160)
 
 
 def heldout_table(heldout: dict[int, dict[str, float]], run_dir: Path | None = None) -> Table | None:
@@ -30,18 +32,21 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="continue from the latest checkpoint in output_dir"),
     allow_code: bool = typer.Option(False, "--allow-code", help="allow dotted-path pkg.mod:fn verifiers/generators"),
     verbose: bool = typer.Option(False, "--verbose", help="also show the libraries' progress bars and info logs"),
+    allow_path: List[Path] = typer.Option([], "--allow-path", metavar="DIR", help=ALLOW_PATH_HELP),
 ) -> None:
     """Train one model as player and referee (URPO) with TRL's GRPOTrainer; see recipes/quickstart.yaml."""
+    from urpo_kit.config.files import allowed_paths
     from urpo_kit.config.loader import load_recipe
     from urpo_kit.eval import run_suite
     from urpo_kit.quiet import quiet_libraries
     from urpo_kit.train.trainer import is_main_process, train
 
-    spec = load_recipe(recipe, overrides or [])
-    if allow_code:
-        spec.allow_code = True
-    with quiet_libraries(verbose):
-        result = train(spec, resume=resume, run_suite=run_suite)
+    with allowed_paths(allow_path):
+        spec = load_recipe(recipe, overrides or [])
+        if allow_code:
+            spec.allow_code = True
+        with quiet_libraries(verbose):
+            result = train(spec, resume=resume, run_suite=run_suite)
     if not is_main_process():
         return
     console.print(f"[green]done[/green] {result.steps} steps in {result.seconds / 60:.1f} min; run folder "

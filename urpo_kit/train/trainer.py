@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from urpo_kit.compiler import MixedStream, PreparedTask, prepare_recipe_tasks
+from urpo_kit.config.files import writable_folder
 from urpo_kit.config.schema import Recipe
 from urpo_kit.errors import UrpoError
 from urpo_kit.kinds import OpenEnded
+from urpo_kit.sources import describe_skipped
 from urpo_kit.train.layout import BatchLayout, batch_layout
 from urpo_kit.train.card import write_model_card
 from urpo_kit.train.metrics import RunLog, read_heldout
@@ -175,7 +177,12 @@ def build_run(recipe: Recipe, *, resume: bool = False, callbacks: Sequence[Train
     from urpo_kit.train.callbacks import PlotsCallback, RunLogCallback, StepLineCallback
 
     run_dir = Path(recipe.output_dir)
+    writable_folder(run_dir)  # a file, or a folder we may not write to, is an error now rather than a traceback later
     tasks = prepare_recipe_tasks(recipe)
+    for task in tasks:
+        if task.rows.skipped:
+            log.warning("task %s: %d of %d rows skipped: %s", task.name, len(task.rows.skipped),
+                        task.rows.total_seen, describe_skipped(task.rows.skipped))
     stream = MixedStream.from_recipe(recipe, tasks)
     layout = batch_layout(recipe.grpo, num_processes(), whole_groups=needs_whole_groups(tasks))
     dataset, records = train_dataset(stream, progress=progress)
@@ -184,8 +191,8 @@ def build_run(recipe: Recipe, *, resume: bool = False, callbacks: Sequence[Train
 
     main = is_main_process()
     if main and resume:
-        for partial in set_aside_incomplete(run_dir):
-            log.warning("%s was cut short (no trainer_state.json); set aside as %s.incomplete", partial, partial.name)
+        for moved in set_aside_incomplete(run_dir):
+            log.warning("%s was cut short (no trainer_state.json); set aside as %s", moved.name, moved)
     if main and resume_from is None:
         write_run_info(run_dir, recipe, {"length": stream.length, "fingerprint": stream_fingerprint,
                                          "counts": stream.realised_counts(), "epochs": stream.epochs(),
