@@ -26,7 +26,6 @@ pointwise `--scale` is 1-9 by default for both verdicts, as `10` is two tokens t
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import json
 import time
@@ -39,12 +38,12 @@ from rich.progress import Progress
 from rich.table import Table
 
 from urpo_kit.compiler import prepare_task
-from urpo_kit.config.schema import Mode, VerdictKind
-from urpo_kit.judge.batch import reporting
-from urpo_kit.judge.rows import JudgeRow, RowInput, gold_credit, judge_item, row_key, to_result
-from urpo_kit.judge.settings import JudgeSettings, load_backend
-from urpo_kit.referee.modes import MODES
+from urpo_kit.config.schema import Mode, Sampling, VerdictKind
 from urpo_kit.referee import HFBackend, SamplingParams, Verdict
+from urpo_kit.referee.modes import MODES
+from urpo_kit.referee.rows import JudgeRow, RowInput, gold_credit, judge_item, row_key, to_result
+from urpo_kit.serve.batch import reporting
+from urpo_kit.serve.settings import JudgeSettings, load_backend
 from urpo_kit.sources.files import iter_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,9 +89,9 @@ def verdict_settings(settings: JudgeSettings, verdict: VerdictKind, mode: Mode, 
     """The settings of one (verdict, mode) run: `--prefill` sampled replies start at the verdict line; likelihood
     reads right after it (the default prefill by mode, pointwise `Score: `)."""
     if verdict == "likelihood":
-        return dataclasses.replace(settings, verdict=verdict,
-                                   prefill=LIKELIHOOD_SCORE_PREFILL if mode == "pointwise" else None)
-    return dataclasses.replace(settings, prefill=MODES[mode].prefill) if prefill else settings
+        return settings.model_copy(update={"verdict": verdict,
+                                           "prefill": LIKELIHOOD_SCORE_PREFILL if mode == "pointwise" else None})
+    return settings.model_copy(update={"prefill": MODES[mode].prefill}) if prefill else settings
 
 
 def timed(backend: HFBackend, settings: JudgeSettings, mode: Mode, rows: list[RowInput], label: str,
@@ -174,7 +173,7 @@ def main() -> None:
     args.out = args.out or ROOT / "runs" / ("bench-judge-prefill" if args.prefill else "bench-judge")
 
     settings = JudgeSettings(debias=args.debias, seed=args.seed, scale=tuple(args.scale),
-                             sampling=SamplingParams(temperature=0.0, max_new_tokens=args.max_new_tokens))
+                             sampling=Sampling(temperature=0.0, max_new_tokens=args.max_new_tokens))
     start = time.perf_counter()
     backend = load_backend(args.model, dtype=args.dtype, batch_size=args.batch_size, threads=args.threads)
     console.print(f"loaded {args.model} ({args.dtype}) in {time.perf_counter() - start:.1f} s")
@@ -183,7 +182,7 @@ def main() -> None:
     if args.prompts:
         bench_groups(args, backend, settings, report)
     if args.pairs and args.hh.is_file():
-        bench_hh(args, backend, dataclasses.replace(settings, debias=args.pair_debias), report)
+        bench_hh(args, backend, settings.model_copy(update={"debias": args.pair_debias}), report)
     else:
         console.print(f"hh-rlhf pairs skipped ({args.hh} absent or --pairs 0)")
     console.print(report.table)

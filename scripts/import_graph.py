@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "urpo_kit"
 # the data flow: config -> sources/recast -> rewards/referee -> kinds -> compiler -> eval -> train/serve -> cli
 # (training reads the held-out reports that evaluation writes, and is handed the evaluator itself)
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "quiet"),
+    ("errors", "quiet", "console"),
     ("plugins", "config"),
     ("models", "sources", "recast"),
     ("rewards",),

@@ -19,9 +19,9 @@ from rich.console import Console
 from rich.table import Table
 
 from serve_load import LoadResult, run_load, running
-from urpo_kit.judge.server import Batching, create_app
-from urpo_kit.judge.settings import JudgeSettings, load_backend
-from urpo_kit.referee import SamplingParams
+from urpo_kit.config.schema import Sampling
+from urpo_kit.serve.server import Batching, create_app
+from urpo_kit.serve.settings import JudgeSettings, load_backend
 
 
 def main() -> None:
@@ -40,7 +40,7 @@ def main() -> None:
 
     console = Console()
     backend = load_backend(args.model, batch_size=args.max_batch_rows, threads=args.threads)
-    settings = JudgeSettings(sampling=SamplingParams(temperature=0.0, max_new_tokens=args.max_new_tokens))
+    settings = JudgeSettings(sampling=Sampling(temperature=0.0, max_new_tokens=args.max_new_tokens))
     payloads = [{"prompt": f"Question {i}: what is {i} + {i}?",
                  "responses": [f"Answer {j}: it is {2 * i + j}." for j in range(args.responses)]}
                 for i in range(args.requests)]

@@ -10,11 +10,12 @@ from pydantic import ValidationError
 from test_referee import FakeReferee, scripted
 from typer.testing import CliRunner
 
+from urpo_kit.config.schema import Sampling
 from urpo_kit.cli import app
 from urpo_kit.errors import UrpoError
-from urpo_kit.judge import JudgeRow, JudgeSettings, reward_function
-from urpo_kit.judge.batch import done_keys, judge_file
-from urpo_kit.judge.rows import validation_message
+from urpo_kit.serve import JudgeRow, JudgeSettings, reward_function
+from urpo_kit.serve.batch import done_keys, judge_file
+from urpo_kit.referee.rows import validation_message
 
 
 # --------------------------------------------------------------------------------------------- row formats
@@ -181,14 +182,14 @@ def test_more_responses_than_letters_is_a_row_error(tmp_path):
 
 # --------------------------------------------------------------------------------------------- CLI
 def test_cli_judge_refuses_a_folder_as_output_before_loading_the_model(tmp_path, monkeypatch):
-    monkeypatch.setattr("urpo_kit.judge.settings.load_backend", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr("urpo_kit.serve.settings.load_backend", lambda *a, **k: pytest.fail("model loaded"))
     source = write_rows(tmp_path / "in.jsonl", rows(1))
     folder = CliRunner().invoke(app, ["judge", "-i", str(source), "-o", str(tmp_path)])
     assert folder.exit_code == 2 and "is a folder" in folder.output and folder.exception.__class__ is SystemExit
 
 
 def test_cli_judge_reports_and_resumes(tmp_path, monkeypatch):
-    monkeypatch.setattr("urpo_kit.judge.settings.load_backend", lambda *a, **k: FakeReferee())
+    monkeypatch.setattr("urpo_kit.serve.settings.load_backend", lambda *a, **k: FakeReferee())
     source = write_rows(tmp_path / "in.jsonl", rows(3), ('{"prompt": "q"}',))
     args = ["judge", "-i", str(source), "-o", str(tmp_path / "out.jsonl"), "--debias", "both_orders"]
     first = CliRunner().invoke(app, args)
@@ -243,9 +244,8 @@ def test_reward_function_refuses_local_settings_for_a_server():
 
 def test_reward_function_with_a_loaded_model():
     from urpo_kit.models import tiny_model
-    from urpo_kit.referee import SamplingParams
 
     model, tokenizer = tiny_model()
-    fn = reward_function(model, tokenizer=tokenizer, settings=JudgeSettings(sampling=SamplingParams(0.0, 1.0, 4)))
+    fn = reward_function(model, tokenizer=tokenizer, settings=JudgeSettings(sampling=Sampling(temperature=0.0, top_p=1.0, max_new_tokens=4)))
     rewards = fn(["p", "p", "q", "q"], ["a", "b", "c", "d"])
     assert len(rewards) == 4 and all(0.0 <= r <= 1.0 for r in rewards)

@@ -15,14 +15,14 @@ from test_referee import FakeReferee
 from test_serve import ROW, error_of, post_concurrently, words
 from typer.testing import CliRunner
 
+from urpo_kit.config.schema import Sampling
 from urpo_kit.cli import app as cli
 from urpo_kit.errors import UrpoError
-from urpo_kit.judge import JudgeSettings, reward_function
-from urpo_kit.judge.batch import judge_file
+from urpo_kit.serve import JudgeSettings, reward_function
+from urpo_kit.serve.batch import judge_file
 from serve_load import running
-from urpo_kit.judge.server import Batching, create_app
-from urpo_kit.judge.settings import load_backend
-from urpo_kit.referee import SamplingParams
+from urpo_kit.serve.server import Batching, create_app
+from urpo_kit.serve.settings import load_backend
 
 ROWS = [{"id": i, "prompt": f"question {i}", "responses": ["yes", "no", f"maybe {i}"]} for i in range(3)]
 POINTWISE = ["--prefill", "Score: ", "--scale", "1", "9"]
@@ -109,7 +109,7 @@ def test_cli_judge_rejects_a_reversed_scale(tmp_path):
 def test_switching_verdict_re_judges_a_resumed_output(tmp_path):
     source = write_rows(tmp_path / "in.jsonl", ROWS)
     backend, out = load_backend("tiny:llama"), tmp_path / "o.jsonl"
-    judge_file(source, out, backend, JudgeSettings(sampling=SamplingParams(0.0, 1.0, 2)), model="tiny")
+    judge_file(source, out, backend, JudgeSettings(sampling=Sampling(temperature=0.0, top_p=1.0, max_new_tokens=2)), model="tiny")
     report = judge_file(source, out, backend, JudgeSettings(verdict="likelihood"), model="tiny")
     assert (report.already_done, report.judged) == (0, 3)
     assert [r["verdict"] for r in read_output(out)] == ["sample"] * 3 + ["likelihood"] * 3
@@ -122,7 +122,7 @@ def tiny_backend():
 
 
 def tiny_client(backend, **kwargs) -> TestClient:
-    settings = JudgeSettings(sampling=SamplingParams(temperature=0.0, max_new_tokens=4))
+    settings = JudgeSettings(sampling=Sampling(temperature=0.0, max_new_tokens=4))
     return TestClient(create_app(backend, model="tiny", settings=settings, count_tokens=words, **kwargs))
 
 

@@ -11,10 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 from test_referee import FakeReferee, perfect_reply
 
+from urpo_kit.config.schema import Sampling
 from urpo_kit.errors import UrpoError
-from urpo_kit.judge import JudgeSettings, reward_function
+from urpo_kit.serve import JudgeSettings, reward_function
 from serve_load import run_load, running
-from urpo_kit.judge.server import Batching, Limits, create_app
+from urpo_kit.serve.server import Batching, Limits, create_app
 
 ROW = {"id": "r", "prompt": "Pick the largest.", "responses": ["3", "9", "5"]}
 
@@ -187,10 +188,9 @@ def test_reward_function_through_the_server_matches_local():
 
 
 def test_a_short_load_test_with_the_tiny_model():
-    from urpo_kit.judge.settings import load_backend
-    from urpo_kit.referee import SamplingParams
+    from urpo_kit.serve.settings import load_backend
 
-    settings = JudgeSettings(sampling=SamplingParams(temperature=0.0, max_new_tokens=8))
+    settings = JudgeSettings(sampling=Sampling(temperature=0.0, max_new_tokens=8))
     app = create_app(load_backend("tiny:llama"), model="tiny:llama", settings=settings)
     payloads = [{"prompt": f"question {i}", "responses": [f"answer {j}" for j in range(3)]} for i in range(48)]
     with running(app) as url:

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from test_referee import FakeReferee
 from test_serve import ROW, error_of, make_client, words
 
-from urpo_kit.judge.connections import ConnectionLimits, uvicorn_options
-from urpo_kit.judge.server import Limits, create_app
+from urpo_kit.serve.connections import ConnectionLimits, uvicorn_options
+from urpo_kit.serve.server import Limits, create_app
 from urpo_kit.referee import HFBackend, SamplingParams
 
 

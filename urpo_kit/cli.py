@@ -131,7 +131,7 @@ def tasks(
 
 
 # judge and serve: registered from a typer-only module; torch, transformers and FastAPI load inside the commands
-from urpo_kit.judge.commands import judge_command, serve_command  # noqa: E402
+from urpo_kit.serve.commands import judge_command, serve_command  # noqa: E402
 
 app.command("judge")(reports_errors(judge_command))
 app.command("serve")(reports_errors(serve_command))

@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from urpo_kit.config import files
+import urpo_kit.config.files as files
 from urpo_kit.config.schema import OutputPath, Recipe, TemplatePath
 from urpo_kit.errors import ConfigError, FieldError, Problem
 

@@ -34,9 +34,9 @@ from urpo_kit.config.schema import RefereeSpec, Source
 from urpo_kit.config.suite import RefereeBenchmark
 from urpo_kit.errors import SourceError, UrpoError
 from urpo_kit.kinds import Preference
-from urpo_kit.judge.rows import JudgeRow, validation_message
 from urpo_kit.referee import Judge, JudgeItem, SamplingParams
 from urpo_kit.referee.backends import Backend
+from urpo_kit.referee.rows import JudgeRow, validation_message
 from urpo_kit.rewards import score_ranking
 from urpo_kit.sources import SkippedRow, describe_source, load_rows
 

@@ -1,42 +1,28 @@
-"""The `judge` and `serve` commands. Only typer and rich here: the CLI imports this module at start-up, so torch,
-transformers and FastAPI are imported inside the commands."""
+"""The `judge` and `serve` commands, their referee options generated from the one referee spec. The CLI imports
+this module at start-up, so torch, transformers and FastAPI are imported inside the commands."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Optional, Tuple
+from typing import Any, Literal, Optional, Tuple
 
 import typer
+from pydantic import ValidationError
+from rich.markup import escape
 from rich.table import Table
 
+from urpo_kit.config.schema import Sampling
 from urpo_kit.console import make_console
-
-if TYPE_CHECKING:
-    from urpo_kit.judge.settings import JudgeSettings
+from urpo_kit.errors import UrpoError
+from urpo_kit.referee.rows import validation_message
+from urpo_kit.serve.settings import JUDGE_SAMPLING, JudgeSettings
 
 MODEL = typer.Option("bundled:smollm2-135m-instruct", "--model", "-m",
                      help="hub id, local folder or checkpoint, bundled:smollm2-135m-instruct, tiny:llama")
-MODE = typer.Option("listwise", help="listwise: rank all responses in one judgment; pairwise: every pair; "
-                                     "pointwise: score each response 1-10")
-TEMPLATE = typer.Option(None, help="referee template (.j2), from the working directory or built-in, e.g. "
-                                   "referee/rank.j2; default by mode: referee/rank.j2, pair.j2, score.j2")
-DEBIAS = typer.Option("shuffle", help="presentation order: none, a seeded shuffle per row, or both_orders (the "
-                                      "shuffled order and its reverse; reports their agreement)")
-SAMPLES = typer.Option(1, min=1, help="judgments per comparison, averaged")
-TEMPERATURE = typer.Option(0.0, min=0.0, help="referee sampling temperature (0: greedy)")
-MAX_NEW_TOKENS = typer.Option(128, min=1, help="tokens per judgment")
-LABELS = typer.Option("numbers", help="candidate labels: [1] [2] ... or [A] [B] ...")
-PREFILL = typer.Option(None, help="start of the referee's reply, continued by the model and parsed with it, e.g. "
-                                  "'Score:' (pointwise) or 'Ranking: [': small models that ignore the format line "
-                                  "follow it; with --verdict likelihood the verdict is read right after it "
-                                  "(default 'Ranking: [', pointwise 'Score:')")
-VERDICT = typer.Option("sample", help="sample: generate the judgment and parse it; likelihood: read the probability "
-                                      "of each label (or score) after the prefill in one forward pass, no parse "
-                                      "failure (HF models; each label or score must be one token, checked at "
-                                      "start-up); rows then carry `probabilities`")
-SCALE = typer.Option((1, 10), metavar="LOW HIGH", help="pointwise score range (likelihood needs one-token scores, "
-                                                       "e.g. 1 9)")
-SEED = typer.Option(0, help="seed for presentation orders and sampling")
 DTYPE = typer.Option("auto", help="auto: bfloat16 on a GPU that has it, else float32 (bfloat16 is ~1.5x faster "
                                   "on CPU)")
 BATCH_SIZE = typer.Option(16, min=1, help="sequences per generation batch")
@@ -46,15 +32,47 @@ BATCH_TOKENS = typer.Option(16384, min=1, help="padded tokens (prompt + new toke
 THREADS = typer.Option(None, min=1, help="torch CPU threads (default: torch's choice; on a busy shared CPU, 1 "
                                          "avoids oversubscription)")
 
-def _settings(mode: str, template: Optional[Path], debias: str, samples: int, temperature: float,
-              max_new_tokens: int, labels: str, prefill: Optional[str], verdict: str, scale: Tuple[int, int],
-              seed: int) -> JudgeSettings:
-    from urpo_kit.judge.settings import JudgeSettings
-    from urpo_kit.referee import SamplingParams
+SAMPLING_OPTIONS = {"temperature": (float, "referee sampling temperature (0: greedy)"),
+                    "top_p": (float, "nucleus sampling mass"),
+                    "max_new_tokens": (int, "tokens per judgment")}
 
-    return JudgeSettings(mode=mode, debias=debias, samples=samples, template=template, labels=labels,
-                         prefill=prefill, verdict=verdict, scale=scale, seed=seed,
-                         sampling=SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens))
+
+def _option_type(annotation: Any) -> Any:
+    """A pydantic field type as typer reads it: `X | None` as Optional[X], `tuple[int, int]` as Tuple[int, int]."""
+    args = typing.get_args(annotation)
+    if type(None) in args:
+        return Optional[_option_type(next(a for a in args if a is not type(None)))]
+    if typing.get_origin(annotation) is tuple:
+        return Tuple[args]  # type: ignore[valid-type]
+    return annotation
+
+
+def referee_options(command: Callable[..., None]) -> Callable[..., None]:
+    """One option per field of the referee spec (`JudgeSettings`), generated once for `judge` and `serve`: named and
+    described as in a task's `referee:` (the nested `sampling` as --temperature, --top-p, --max-new-tokens), and
+    handed to the command as one validated `settings` argument, so a new spec field is a new option everywhere."""
+    fields = {name: f for name, f in JudgeSettings.model_fields.items() if name != "sampling"}
+    generated = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=_option_type(f.annotation),
+                                   default=typer.Option(f.default, help=escape(f.description or ""),
+                                                        metavar="LOW HIGH" if name == "scale" else None))
+                 for name, f in fields.items()]
+    generated += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
+                                    default=typer.Option(getattr(JUDGE_SAMPLING, name), help=help_text))
+                  for name, (kind, help_text) in SAMPLING_OPTIONS.items()]
+    own = [p for p in inspect.signature(command).parameters.values() if p.name != "settings"]
+
+    @functools.wraps(command)
+    def with_settings(**kwargs: Any) -> None:
+        sampling = {name: kwargs.pop(name) for name in SAMPLING_OPTIONS}
+        spec = {name: kwargs.pop(name) for name in fields}
+        try:
+            settings = JudgeSettings(sampling=Sampling(**sampling), **spec)
+        except ValidationError as e:
+            raise UrpoError(f"referee options: {validation_message(e)}") from None
+        command(settings=settings, **kwargs)
+
+    with_settings.__signature__ = inspect.Signature(own + generated)  # type: ignore[attr-defined]
+    return with_settings
 
 
 def _template_folders(template: Optional[Path]) -> list[Path]:
@@ -63,27 +81,18 @@ def _template_folders(template: Optional[Path]) -> list[Path]:
     return [template.expanduser().parent] if template else []
 
 
+@referee_options
 def judge_command(
     input: Path = typer.Option(..., "--input", "-i", exists=True, dir_okay=False,
                                help="rows to judge (see the formats above)"),
     output: Path = typer.Option(..., "--output", "-o", help="JSONL results, appended; re-running skips rows done"),
     model: str = MODEL,
-    mode: Literal["listwise", "pairwise", "pointwise"] = MODE,
-    template: Optional[Path] = TEMPLATE,
-    debias: Literal["none", "shuffle", "both_orders"] = DEBIAS,
-    samples: int = SAMPLES,
-    temperature: float = TEMPERATURE,
-    max_new_tokens: int = MAX_NEW_TOKENS,
-    labels: Literal["numbers", "letters"] = LABELS,
-    prefill: Optional[str] = PREFILL,
-    verdict: Literal["sample", "likelihood"] = VERDICT,
-    scale: Tuple[int, int] = SCALE,
-    seed: int = SEED,
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = DTYPE,
     batch_size: int = BATCH_SIZE,
     batch_tokens: int = BATCH_TOKENS,
     threads: Optional[int] = THREADS,
     rows_per_batch: int = typer.Option(32, min=1, help="rows per judging call; the output is flushed after each"),
+    settings: JudgeSettings = JudgeSettings(),
 ) -> None:
     """Rank or score the responses of each row with a referee model, into resumable JSONL.
 
@@ -107,16 +116,14 @@ def judge_command(
     A prompt may be chat messages ([{"role": "user", "content": "..."}]); a response may be a list of messages.
     """
     from urpo_kit.config.files import allowed_paths
-    from urpo_kit.judge.batch import check_paths, judge_file
-    from urpo_kit.judge.settings import load_backend
+    from urpo_kit.serve.batch import check_paths, judge_file
+    from urpo_kit.serve.settings import load_backend
 
     err = make_console(stderr=True)
-    settings = _settings(mode, template, debias, samples, temperature, max_new_tokens, labels, prefill, verdict,
-                         scale, seed)
     check_paths(input, output)  # before the model loads
     with err.status(f"loading {model}"):
         backend = load_backend(model, dtype=dtype, batch_size=batch_size, batch_tokens=batch_tokens, threads=threads)
-    with allowed_paths(_template_folders(template)):
+    with allowed_paths(_template_folders(settings.template)):
         report = judge_file(input, output, backend, settings, model=model, rows_per_batch=rows_per_batch,
                             console=err)
     out = make_console()
@@ -139,23 +146,13 @@ def judge_command(
         raise typer.Exit(1)
 
 
+@referee_options
 def serve_command(
     model: str = MODEL,
     host: str = typer.Option("127.0.0.1", help="interface to bind; anything but loopback exposes the model"),
     port: int = typer.Option(8000),
     token: Optional[str] = typer.Option(None, envvar="URPO_KIT_TOKEN", show_envvar=True,
                                         help="bearer token /v1/judge requires (prefer the environment variable)"),
-    mode: Literal["listwise", "pairwise", "pointwise"] = MODE,
-    template: Optional[Path] = TEMPLATE,
-    debias: Literal["none", "shuffle", "both_orders"] = DEBIAS,
-    samples: int = SAMPLES,
-    temperature: float = TEMPERATURE,
-    max_new_tokens: int = MAX_NEW_TOKENS,
-    labels: Literal["numbers", "letters"] = LABELS,
-    prefill: Optional[str] = PREFILL,
-    verdict: Literal["sample", "likelihood"] = VERDICT,
-    scale: Tuple[int, int] = SCALE,
-    seed: int = SEED,
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = DTYPE,
     batch_size: int = BATCH_SIZE,
     batch_tokens: int = BATCH_TOKENS,
@@ -176,28 +173,27 @@ def serve_command(
     body_timeout: float = typer.Option(30.0, min=0.1, help="seconds a client has to send a request's body"),
     keep_alive: int = typer.Option(5, min=1, help="seconds an idle connection is kept open"),
     log_level: str = typer.Option("info", help="uvicorn log level"),
+    settings: JudgeSettings = JudgeSettings(),
 ) -> None:
     """Serve the referee over HTTP: POST /v1/judge (one row, or {"rows": [...], "mode": ..., "verdict": ...}),
     GET /health, OpenAPI at /docs and /openapi.json. Requests from all clients are batched together."""
     import uvicorn
 
     from urpo_kit.config.files import allowed_paths
-    from urpo_kit.judge.connections import ConnectionLimits, uvicorn_options
-    from urpo_kit.judge.server import Batching, Limits, create_app
-    from urpo_kit.judge.settings import load_backend
+    from urpo_kit.serve.connections import ConnectionLimits, uvicorn_options
+    from urpo_kit.serve.server import Batching, Limits, create_app
+    from urpo_kit.serve.settings import load_backend
 
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         make_console(stderr=True).print(f"[yellow]warning[/yellow] serving on {host} without a token: anyone who can "
                                    "reach this port can use the model (set URPO_KIT_TOKEN)")
-    settings = _settings(mode, template, debias, samples, temperature, max_new_tokens, labels, prefill, verdict,
-                         scale, seed)
     backend = load_backend(model, dtype=dtype, batch_size=batch_size, batch_tokens=batch_tokens, threads=threads)
     limits = Limits(max_body_bytes=max_body_bytes, max_rows=max_rows, max_responses=max_responses,
                     max_prompt_tokens=max_prompt_tokens, max_response_tokens=max_response_tokens,
                     max_row_tokens=max_row_tokens, max_request_tokens=max_request_tokens)
     connections = ConnectionLimits(max_connections=max_connections, header_timeout_s=header_timeout,
                                    body_timeout_s=body_timeout, keep_alive_s=keep_alive)
-    with allowed_paths(_template_folders(template)):
+    with allowed_paths(_template_folders(settings.template)):
         app = create_app(backend, model=model, settings=settings, limits=limits, token=token, connections=connections,
                          batching=Batching(window_s=batch_window_ms / 1000, max_rows=max_batch_rows))
         uvicorn.run(app, host=host, port=port, log_level=log_level, **uvicorn_options(connections))

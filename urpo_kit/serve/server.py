@@ -30,23 +30,15 @@ from pydantic import BaseModel, Discriminator, Tag
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from urpo_kit.config.schema import VerdictKind
+from urpo_kit.config.schema import Mode, VerdictKind
 from urpo_kit.errors import UrpoError
-from urpo_kit.judge.connections import ConnectionLimits
-from urpo_kit.judge.rows import (
-    JudgeRequest,
-    JudgeResponse,
-    JudgeRow,
-    RowInput,
-    judge_item,
-    row_key,
-    to_result,
-)
-from urpo_kit.judge.settings import JudgeSettings
-from urpo_kit.referee.view import MAX_LETTER_LABELS
 from urpo_kit.referee import Judge, JudgeItem, Verdict
 from urpo_kit.referee.backends import Backend
-from urpo_kit.config.schema import Mode
+from urpo_kit.referee.rows import JudgeRow, RowInput, judge_item, row_key, to_result
+from urpo_kit.referee.view import MAX_LETTER_LABELS
+from urpo_kit.serve.api import JudgeRequest, JudgeResponse
+from urpo_kit.serve.connections import ConnectionLimits
+from urpo_kit.serve.settings import JudgeSettings
 
 JudgeKind = tuple[Mode, VerdictKind]  # what one judge call may hold: requests of one mode and one verdict
 

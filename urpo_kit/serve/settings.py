@@ -4,51 +4,39 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import ValidationError
+from pydantic import ConfigDict, Field
 
-from urpo_kit.config.schema import Debias, Mode, ModelSpec, RefereeSpec, VerdictKind
-from urpo_kit.errors import UrpoError
-from urpo_kit.judge.rows import validation_message
+from urpo_kit.config.schema import Mode, ModelSpec, RefereeSpec, Sampling, SamplingParams, VerdictKind
 from urpo_kit.recast import stable_seed
-from urpo_kit.referee import HFBackend, Judge, SamplingParams
+from urpo_kit.referee import HFBackend, Judge
 from urpo_kit.referee.backends import Backend
 
-DEFAULT_SAMPLING = SamplingParams(temperature=0.0, max_new_tokens=128)  # greedy: a reward model should be repeatable
+JUDGE_SAMPLING = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=128)  # greedy: a reward model repeats
 
 
-@dataclass(frozen=True)
-class JudgeSettings:
-    """Mode, debiasing, samples, sampling, template, labels, prefill, verdict (sample or likelihood), pointwise
-    scale and seed; `template` is looked up from the working directory first, then among the built-in templates
-    (e.g. `referee/rank.j2`)."""
+class JudgeSettings(RefereeSpec):
+    """The referee spec as `judge`, `serve` and the reward adapter use it: the one `RefereeSpec` and a seed. Its
+    unset sampling is greedy with 128 new tokens; `template` is looked up from the working directory first, then
+    among the built-in templates (e.g. `referee/rank.j2`). The commands' options are generated from these fields."""
 
-    mode: Mode = "listwise"
-    debias: Debias = "shuffle"
-    samples: int = 1
-    sampling: SamplingParams = field(default=DEFAULT_SAMPLING)
-    template: Path | None = None
-    labels: Literal["numbers", "letters"] = "numbers"
-    prefill: str | None = None
-    verdict: VerdictKind = "sample"
-    scale: tuple[int, int] = (1, 10)
-    seed: int = 0
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int = Field(0, description="seed for presentation orders and sampling")
+
+    @property
+    def params(self) -> SamplingParams:
+        return Sampling.resolve(JUDGE_SAMPLING, self.sampling)
 
     def judge(self, backend: Backend, mode: Mode | None = None, *, verdict: VerdictKind | None = None,
               responses: int = 2) -> Judge:
         """A Judge with these settings (in `mode` or `verdict` instead of the settings' when given). A likelihood
         judge is checked here for rows of up to `responses` responses, so that a label or score that is not one
         token fails (UrpoError) before any row is judged rather than in the middle of a run."""
-        try:
-            spec = RefereeSpec(mode=mode or self.mode, debias=self.debias, samples=self.samples,
-                               template=self.template, labels=self.labels, prefill=self.prefill,
-                               verdict=verdict or self.verdict, scale=self.scale)
-        except ValidationError as e:
-            raise UrpoError(f"referee settings: {validation_message(e)}") from None
-        judge = Judge(backend, spec, sampling=self.sampling, base_dir=Path.cwd(), seed=self.seed)
+        spec = self.model_copy(update={"mode": mode or self.mode, "verdict": verdict or self.verdict})
+        judge = Judge(backend, spec, sampling=self.params, base_dir=Path.cwd(), seed=self.seed)
         if judge.verdict == "likelihood":
             judge.check(responses)
         return judge
@@ -57,14 +45,15 @@ class JudgeSettings:
         """Everything that decides a row's judgment, with the template's content rather than its name, so that
         editing a template or switching model re-judges rows in a resumed run."""
         template = Path(judge.renderer.template.filename).read_bytes()  # type: ignore[attr-defined]
-        values = dataclasses.asdict(self) | {"mode": judge.mode.name, "verdict": judge.verdict,
-                                             "template": hashlib.sha256(template).hexdigest()}
+        values = self.model_dump(mode="json") | {"mode": judge.mode.name, "verdict": judge.verdict,
+                                                 "sampling": dataclasses.asdict(self.params),
+                                                 "template": hashlib.sha256(template).hexdigest()}
         return values | {"model": model}
 
     def seed_batch(self, keys: list[str]) -> None:
         """Seed sampling from the seed and the batch's row keys: a re-run of the same batch samples the same
         judgments. Greedy decoding needs no seed, and then torch's global generator is left alone."""
-        if self.sampling.temperature > 0:
+        if self.params.temperature > 0:
             import torch
 
             torch.manual_seed(stable_seed(self.seed, *keys) % 2**63)

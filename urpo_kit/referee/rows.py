@@ -22,8 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from urpo_kit.config.schema import VerdictKind
-from urpo_kit.referee import JudgeItem, Verdict
-from urpo_kit.config.schema import Mode
+from urpo_kit.referee.judge import JudgeItem, Verdict
 
 HH_ASSISTANT = "\n\nAssistant:"
 
@@ -204,20 +203,3 @@ def validation_message(error: Any) -> str:
         message = e["msg"].removeprefix("Value error, ")
         lines.append(f"{where}: {message}" if where else message)
     return "; ".join(lines)
-
-
-class JudgeRequest(BaseModel):
-    """Several rows in one request (a bare row is accepted too), optionally judged in another mode or verdict."""
-
-    rows: list[JudgeRow] = Field(min_length=1, description="the rows to judge")
-    mode: Mode | None = Field(None, description="listwise | pairwise | pointwise (default: the server's)")
-    verdict: VerdictKind | None = Field(None, description="sample | likelihood (default: the server's)")
-
-
-class JudgeResponse(BaseModel):
-    """One result per row, in request order."""
-
-    model: str
-    mode: Mode
-    verdict: VerdictKind
-    results: list[JudgeResult]

@@ -26,9 +26,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from urpo_kit.config.files import writable_file
 from urpo_kit.console import make_console
 from urpo_kit.errors import UrpoError
-from urpo_kit.judge.rows import JudgeRow, judge_item, row_key, to_result, validation_message
-from urpo_kit.judge.settings import JudgeSettings
 from urpo_kit.referee.backends import Backend
+from urpo_kit.referee.rows import JudgeRow, judge_item, row_key, to_result, validation_message
+from urpo_kit.serve.settings import JudgeSettings
 from urpo_kit.sources.files import iter_file
 
 

@@ -10,16 +10,15 @@ summing to G/2; pointwise: expected score): continuous rewards that never fail t
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any, Callable, Protocol, Sequence
 
-from urpo_kit.config.schema import VerdictKind
-from urpo_kit.judge.rows import JudgeResponse, Message, RowInput, judge_item, messages_text, response_text, row_key
-from urpo_kit.judge.settings import JudgeSettings, load_backend
+from urpo_kit.config.schema import Mode, VerdictKind
 from urpo_kit.referee import HFBackend
 from urpo_kit.referee.backends import Backend
-from urpo_kit.config.schema import Mode
+from urpo_kit.referee.rows import Message, RowInput, judge_item, messages_text, response_text, row_key
+from urpo_kit.serve.api import JudgeResponse
+from urpo_kit.serve.settings import JudgeSettings, load_backend
 
 
 class RewardFunction(Protocol):
@@ -104,7 +103,7 @@ def reward_function(model_or_url: Any, mode: Mode = "listwise", *, verdict: Verd
         scores = _remote(model_or_url, mode, verdict, token, timeout, rows_per_request)
     else:
         base = settings or JudgeSettings()
-        settings = dataclasses.replace(base, mode=mode, verdict=verdict or base.verdict)
+        settings = base.model_copy(update={"mode": mode, "verdict": verdict or base.verdict})
         scores = _local(model_or_url, settings, tokenizer, batch_size)
 
     def reward(prompts: Sequence[Any], completions: Sequence[Any], **_: Any) -> list[float]:

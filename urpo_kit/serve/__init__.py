@@ -2,7 +2,7 @@
 (`urpo-kit serve`) and a TRL reward-function adapter (`reward_function`).
 
 Names are imported on first use (PEP 562), so that the CLI can register its commands from
-`urpo_kit.judge.commands` without paying for pydantic schemas, torch or FastAPI at start-up.
+`urpo_kit.serve.commands` without paying for pydantic schemas, torch or FastAPI at start-up.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "reward_function": "urpo_kit.judge.reward",
-    "JudgeRequest": "urpo_kit.judge.rows",
-    "JudgeResponse": "urpo_kit.judge.rows",
-    "JudgeResult": "urpo_kit.judge.rows",
-    "JudgeRow": "urpo_kit.judge.rows",
-    "RowInput": "urpo_kit.judge.rows",
-    "JudgeSettings": "urpo_kit.judge.settings",
-    "load_backend": "urpo_kit.judge.settings",
+    "reward_function": "urpo_kit.serve.reward",
+    "JudgeRequest": "urpo_kit.serve.api",
+    "JudgeResponse": "urpo_kit.serve.api",
+    "JudgeResult": "urpo_kit.referee.rows",
+    "JudgeRow": "urpo_kit.referee.rows",
+    "RowInput": "urpo_kit.referee.rows",
+    "JudgeSettings": "urpo_kit.serve.settings",
+    "load_backend": "urpo_kit.serve.settings",
 }
 __all__ = sorted(_EXPORTS)
 
