@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from urpo_kit.cli import app
 from urpo_kit.config import files, load_yaml
-from urpo_kit.config.loader import MAX_DEPTH
+from urpo_kit.config.yaml_tree import MAX_DEPTH
 from urpo_kit.errors import ConfigError
 from urpo_kit.kinds import load_task
 

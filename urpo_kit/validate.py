@@ -21,7 +21,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from urpo_kit.compiler import PreparedTask, override_strings, prepare_task
-from urpo_kit.config.loader import folder_of, load_recipe, load_yaml, locate, position_of
+from urpo_kit.config.loader import folder_of, load_recipe, locate, position_of
+from urpo_kit.config.yaml_tree import load_yaml
 from urpo_kit.config.schema import ModelSpec
 from urpo_kit.config.suite import EvalSuite, load_suite
 from urpo_kit.errors import ConfigError, FieldError, Problem, SourceError, SourceUnavailable, UrpoError
