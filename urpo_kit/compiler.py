@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from urpo_kit.config.loader import folder_of, locate, origin_of
+from urpo_kit.config.refs import located, require_named_files
 from urpo_kit.config.schema import Recipe, TaskBase
-from urpo_kit.errors import ConfigError, FieldError, Problem, SourceError
+from urpo_kit.errors import CodeNotAllowed, ConfigError, FieldError, Problem, SourceError, SourceUnavailable
 from urpo_kit.kinds import Episode, ResolvedTask, load_task, resolve
 from urpo_kit.recast import stable_seed
 from urpo_kit.sources import LoadedRows, SkippedRow, load_rows
@@ -60,7 +61,12 @@ def prepare_spec(spec: TaskBase, *, allow_code: bool = False, weight: float = 1.
     origin = origin_of(spec)
     base_dir = folder_of(spec)
     task = resolve(spec, allow_code=allow_code)
-    loaded = load_rows(spec.source, base_dir=base_dir, allow_code=allow_code, origin=str(origin) if origin else None)
+    try:
+        loaded = load_rows(spec.source, base_dir=base_dir, allow_code=allow_code)
+    except SourceUnavailable as e:  # a hub source offline: `validate` warns and goes on, so it keeps its type
+        raise SourceUnavailable(str(source_error(spec, str(e)))) from None
+    except (SourceError, CodeNotAllowed) as e:
+        raise source_error(spec, str(e)) from None
     kept_rows, kept_numbers, first_error = [], [], None
     for row, number in zip(loaded.rows, loaded.row_numbers):
         try:
@@ -79,11 +85,19 @@ def prepare_spec(spec: TaskBase, *, allow_code: bool = False, weight: float = 1.
         raise ConfigError(dataclasses.replace(problem, message=problem.message + summary))
     loaded.rows, loaded.row_numbers = kept_rows, kept_numbers
     if not kept_rows:
-        raise SourceError(f"{origin or spec.name}: source {loaded.description} gave no usable rows")
+        raise source_error(spec, f"{loaded.description} gave no usable rows")
     return PreparedTask(task, loaded, weight)
 
 
+def source_error(spec: TaskBase, message: str) -> ConfigError:
+    """A problem with a task's rows, at the task file's line that names the source (`source.path`, ...)."""
+    source = spec.source
+    field = "source." + next(k for k in ("path", "hf", "generator") if getattr(source, k) is not None)
+    return located(spec, field, message)
+
+
 def prepare_recipe_tasks(recipe: Recipe) -> list[PreparedTask]:
+    require_named_files(recipe)
     return [
         prepare_task(ref.task, override_strings(ref.overrides), allow_code=recipe.allow_code, weight=ref.weight)
         for ref in recipe.tasks

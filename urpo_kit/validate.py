@@ -21,10 +21,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from urpo_kit.compiler import PreparedTask, override_strings, prepare_task
-from urpo_kit.config.loader import folder_of, load_recipe, locate, position_of
+from urpo_kit.config.loader import folder_of, load_recipe, locate
+from urpo_kit.config.refs import located, require_named_files
 from urpo_kit.config.schema import ModelSpec
 from urpo_kit.config.suite import load_suite
-from urpo_kit.errors import ConfigError, FieldError, Problem, SourceError, SourceUnavailable, UrpoError
+from urpo_kit.errors import ConfigError, FieldError, SourceError, SourceUnavailable, UrpoError
 from urpo_kit.kinds import load_task, resolve
 from urpo_kit.sources import describe_skipped, load_rows
 
@@ -78,11 +79,6 @@ def validate_files(files: Sequence[Path], overrides: Sequence[str], *, allow_cod
     return failed
 
 
-def _located(model: BaseModel, field: str, message: str) -> ConfigError:
-    mark = position_of(model, field)
-    return ConfigError(Problem(mark.file, mark.line, mark.column, field, message))
-
-
 def _check_model(model: BaseModel, field: str, spec: ModelSpec) -> None:
     """A model name's form (and a bundled, tiny or local model's existence), located at the field that names it."""
     from urpo_kit.models import check_model_name
@@ -90,7 +86,7 @@ def _check_model(model: BaseModel, field: str, spec: ModelSpec) -> None:
     try:
         check_model_name(spec.name, spec.revision)
     except UrpoError as e:
-        raise _located(model, field, str(e)) from None
+        raise located(model, field, str(e)) from None
 
 
 def _expand(path: Path, kind: str, overrides: Sequence[str], allow_code: bool, rows: int | None) -> Iterator[TaskCheck]:
@@ -100,12 +96,11 @@ def _expand(path: Path, kind: str, overrides: Sequence[str], allow_code: bool, r
     if kind == "recipe":
         recipe = load_recipe(path, overrides)
         _check_model(recipe, "model.name", recipe.model)
+        require_named_files(recipe)
         for ref in recipe.tasks:
             yield TaskCheck(f"{path} -> {ref.task.name}", ref.task, override_strings(ref.overrides),
                             allow_code or recipe.allow_code)
-        for i, suite in enumerate(recipe.eval.suites):
-            if not suite.is_file():
-                raise _located(recipe, f"eval.suites.{i}", f"eval suite `{suite}` does not exist")
+        for suite in recipe.eval.suites:
             yield from _suite(suite, [], allow_code or recipe.allow_code, rows)
     elif kind == "suite":
         yield from _suite(path, overrides, allow_code, rows)
@@ -117,6 +112,7 @@ def _suite(path: Path, overrides: Sequence[str], allow_code: bool, rows: int | N
     suite = load_suite(path, overrides)
     allow = allow_code or suite.allow_code
     _check_model(suite, "model.name", suite.model)
+    require_named_files(suite)
     for section in ("player", "referee", "winrate"):
         for i, bench in enumerate(getattr(suite, section)):
             if getattr(bench, "judge", None) is not None:
@@ -131,7 +127,7 @@ def _suite(path: Path, overrides: Sequence[str], allow_code: bool, rows: int | N
                 except SourceUnavailable:
                     continue  # a hub source offline: reported like a task's, by the benchmark that reads it
                 except SourceError as e:
-                    raise _located(suite, f"{section}.{i}.source", str(e)) from None
+                    raise located(suite, f"{section}.{i}.source", str(e)) from None
 
 
 def _file_kind(path: Path) -> str:
@@ -182,5 +178,5 @@ def _check_kind(check: TaskCheck, kind: str) -> None:
     if check.kind is not None and kind != check.kind and check.named_at is not None:
         suite, field = check.named_at
         section = field.split(".")[0]
-        raise _located(suite, field, f"a `{section}` benchmark needs a {check.kind} task; {check.path.name} is "
+        raise located(suite, field, f"a `{section}` benchmark needs a {check.kind} task; {check.path.name} is "
                                      f"{kind}")

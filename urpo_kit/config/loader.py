@@ -275,6 +275,10 @@ def _document_tree(doc: yaml.Node, path: Path, chain: tuple[Path, ...]) -> _Node
             problems.append(Problem(item.mark.file, item.mark.line, item.mark.column, "include",
                                     f"include cycle: {names}"))
             continue
+        if not target.exists():  # named where the include is written: that is the line to fix
+            problems.append(Problem(item.mark.file, item.mark.line, item.mark.column, "include",
+                                    f"included file `{target}` not found"))
+            continue
         try:
             loaded = _file_tree(target, (*chain, target))
         except _Problems as err:

@@ -17,7 +17,7 @@ import jinja2
 from jinja2 import StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from urpo_kit.errors import FieldError
+from urpo_kit.errors import FieldError, undefined_hint
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -110,7 +110,7 @@ def render(template: Any, variables: dict[str, Any], field_name: str, row_number
         return value
     except Exception as e:  # also a template calling a method on the wrong type, a bad index, ...
         if isinstance(e, jinja2.UndefinedError):
-            message = f"undefined template variable: {e.message}"
+            message = f"undefined template variable: {e.message}{undefined_hint(e.message, variables)}"
         elif isinstance(e, jinja2.TemplateError):
             message = f"template error: {e}"
         else:
