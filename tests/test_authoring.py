@@ -18,7 +18,7 @@ from urpo_kit.config.suite import EvalSuite
 from urpo_kit.errors import ConfigError
 from urpo_kit.kinds import KINDS, load_task
 from urpo_kit.kinds.verifiable import gold_as_completion
-from urpo_kit.recast import VERDICT_PREFILLS
+from urpo_kit.referee.modes import MODES
 from urpo_kit.rewards import EXTRACT_METHODS, SCORE_METHODS, VERIFIERS, extract_answer, extractor
 from urpo_kit.sources import GENERATORS
 
@@ -126,7 +126,7 @@ def test_reference_covers_every_registry() -> None:
                                                 ("referee/score.j2", "pointwise")])
 def test_each_shipped_referee_template_has_an_answer_line_its_prefill_starts(template: str, mode: str) -> None:
     line = docs.answer_line(template, mode)
-    assert line.startswith(VERDICT_PREFILLS[mode]) and f"`{line}`" in docs.reference()
+    assert line.startswith(MODES[mode].prefill) and f"`{line}`" in docs.reference()
 
 
 # ------------------------------------------------------------------------------------------------ 3. --set
