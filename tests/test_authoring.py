@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from urpo_kit import docs
 from urpo_kit.cli import app
 from urpo_kit.compiler import prepare_task
+from urpo_kit.config.loader import load_recipe, written_overrides
 from urpo_kit.config.schema import Recipe
 from urpo_kit.config.suite import EvalSuite
 from urpo_kit.errors import ConfigError
@@ -160,6 +161,13 @@ def test_override_paths_resolve_against_the_working_folder_file_paths_against_th
     monkeypatch.chdir(tmp_path)
     assert load_task(task, ["source.path=mine.csv"]).source.path == tmp_path / "mine.csv"
     assert load_task(task, ["source={path: sub/mine.csv}"]).source.path == tmp_path / "sub" / "mine.csv"
+    # a recipe's `overrides:` for a task are written in the recipe: their paths are beside the recipe
+    recipe_path = write(tmp_path / "recipes" / "r.yaml",
+                        "tasks:\n  - task: ../tasks/mc.yaml\n    overrides: {source.path: held.csv}\n")
+    ref = load_recipe(recipe_path).tasks[0]
+    assert load_task(ref.task, written_overrides(ref)).source.path == tmp_path / "recipes" / "held.csv"
+    ref = load_recipe(recipe_path, ["tasks.0.overrides={source.path: held.csv}"]).tasks[0]   # typed here: cwd
+    assert load_task(ref.task, written_overrides(ref)).source.path == tmp_path / "held.csv"
     assert "working folder" in docs.PATHS and "against\n  the folder of the file it is written in" in docs.PATHS
 
 
@@ -211,6 +219,14 @@ def test_a_recipe_naming_a_missing_task_is_located_in_the_recipe(tmp_path: Path)
     suite = write(tmp_path / "s.yaml", "name: s\nplayer:\n  - task: nope.yaml\n")
     (line,) = errors(invoke("validate", str(suite)).output)
     assert line.startswith(f"{suite}:3:11: player.0.task: task file ")
+
+
+def test_a_bad_override_in_a_recipe_is_located_in_the_recipe(tmp_path: Path) -> None:
+    csv_task(tmp_path / "tasks")
+    recipe = write(tmp_path / "r.yaml", "tasks:\n  - task: tasks/mc.yaml\n    overrides:\n"
+                                        "      answer.verifier: choise\n")
+    (line,) = errors(invoke("validate", str(recipe)).output)
+    assert line.startswith(f"{recipe}:4:7: answer.verifier: unknown verifier `choise`") and "`choice`" in line
 
 
 def test_a_missing_include_is_located_where_it_is_included(tmp_path: Path) -> None:

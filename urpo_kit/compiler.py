@@ -10,7 +10,6 @@ function of (recipe, position), so a resumed run continues the same order with n
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import random
@@ -19,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from urpo_kit.config.loader import folder_of, locate, origin_of
+from urpo_kit.config.loader import Overrides, folder_of, locate, origin_of, written_overrides
 from urpo_kit.config.refs import located, require_named_files
 from urpo_kit.config.schema import Recipe, TaskBase
 from urpo_kit.errors import CodeNotAllowed, ConfigError, FieldError, Problem, SourceError, SourceUnavailable
@@ -48,7 +47,7 @@ class PreparedTask:
         return self.task.name
 
 
-def prepare_task(path: Path | str, overrides: Sequence[str] = (), *, allow_code: bool = False,
+def prepare_task(path: Path | str, overrides: Overrides = (), *, allow_code: bool = False,
                  weight: float = 1.0, limit: int | None = None) -> PreparedTask:
     """Load and validate a task file, read its rows and keep only rows that render (counted like malformed rows)."""
     spec = load_task(path, overrides)
@@ -99,14 +98,9 @@ def source_error(spec: TaskBase, message: str) -> ConfigError:
 def prepare_recipe_tasks(recipe: Recipe) -> list[PreparedTask]:
     require_named_files(recipe)
     return [
-        prepare_task(ref.task, override_strings(ref.overrides), allow_code=recipe.allow_code, weight=ref.weight)
+        prepare_task(ref.task, written_overrides(ref), allow_code=recipe.allow_code, weight=ref.weight)
         for ref in recipe.tasks
     ]
-
-
-def override_strings(overrides: dict[str, object]) -> list[str]:
-    """A recipe's per-task override mapping as `key.path=value` strings (JSON is YAML, so values round-trip)."""
-    return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
 
 
 def allocate(weights: Sequence[float], length: int) -> list[int]:

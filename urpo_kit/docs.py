@@ -266,10 +266,10 @@ PATHS = """\
 ## Paths and overrides <a id="paths"></a>
 
 - A relative path written in a YAML file (`source.path`, a recipe's `tasks[].task`, `include`) resolves against
-  the folder of the file it is written in, also when that file is `include`d by another.
+  the folder of the file it is written in, also when that file is `include`d by another, and also inside a
+  recipe's or suite's `overrides:` for a task (`overrides: {source.path: held-out.jsonl}` is beside the recipe).
 - A path given in an override on the command line (`--set 'source={path: data.jsonl}'`) resolves against the
-  working folder. So does a path in a recipe's or suite's `overrides:` mapping, which is passed to its task the
-  same way: write it absolute, or relative to where you run the command.
+  working folder.
 - Output folders (`output_dir`) stay relative to the working folder, as every command's outputs do.
 - Template files (`player.template`, `referee.template`) are looked up by the renderer (see [shipped templates](#templates)).
 - Overrides: `--set key.path=value` on every command that reads YAML (repeatable; the value is YAML:

@@ -20,8 +20,8 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 
-from urpo_kit.compiler import PreparedTask, override_strings, prepare_task
-from urpo_kit.config.loader import folder_of, load_recipe, locate
+from urpo_kit.compiler import PreparedTask, prepare_task
+from urpo_kit.config.loader import Overrides, folder_of, load_recipe, locate, written_overrides
 from urpo_kit.config.refs import located, require_named_files
 from urpo_kit.config.schema import ModelSpec
 from urpo_kit.config.suite import load_suite
@@ -45,7 +45,7 @@ class TaskCheck:
 
     label: str
     path: Path
-    overrides: list[str]
+    overrides: Overrides
     allow_code: bool
     kind: str | None = None                         # the kind the naming benchmark needs
     named_at: tuple[BaseModel, str] | None = None   # (suite, field) that names the task
@@ -98,7 +98,7 @@ def _expand(path: Path, kind: str, overrides: Sequence[str], allow_code: bool, r
         _check_model(recipe, "model.name", recipe.model)
         require_named_files(recipe)
         for ref in recipe.tasks:
-            yield TaskCheck(f"{path} -> {ref.task.name}", ref.task, override_strings(ref.overrides),
+            yield TaskCheck(f"{path} -> {ref.task.name}", ref.task, written_overrides(ref),
                             allow_code or recipe.allow_code)
         for suite in recipe.eval.suites:
             yield from _suite(suite, [], allow_code or recipe.allow_code, rows)
@@ -119,7 +119,7 @@ def _suite(path: Path, overrides: Sequence[str], allow_code: bool, rows: int | N
                 _check_model(suite, f"{section}.{i}.judge.name", bench.judge)
             if bench.task is not None:
                 yield TaskCheck(f"{path} -> {bench.name or bench.task.name}", bench.task,
-                                override_strings(bench.overrides), allow, bench.kind, (suite, f"{section}.{i}.task"))
+                                written_overrides(bench), allow, bench.kind, (suite, f"{section}.{i}.task"))
             elif getattr(bench, "source", None) is not None:
                 source = bench.source if rows is None else bench.source.model_copy(update={"limit": rows})
                 try:

@@ -9,6 +9,7 @@ Nothing escapes as a traceback: every failure becomes one ConfigError listing al
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import types
@@ -38,7 +39,7 @@ __all__ = [
 ]
 
 Loc = tuple[Any, ...]
-Overrides = Union[Sequence[str], Mapping[str, Any]]
+Overrides = Union[Sequence[Union[str, "WrittenOverride"]], Mapping[str, Any]]
 M = TypeVar("M", bound=BaseModel)
 
 _MAP_TAG = "tag:yaml.org,2002:map"
@@ -314,18 +315,27 @@ def _python_tree(value: Any, mark: Mark) -> _Node:
     return _Node(value, mark, mark)
 
 
-def _parse_override(text: str) -> tuple[list[str], _Node, Mark]:
+class WrittenOverride(NamedTuple):
+    """A `key.path=value` override that was written in a file (a recipe's or suite's `overrides:` for a task) at
+    `mark`: its errors point there, and a relative path in its value resolves against that file's folder, as every
+    path written in a file does (a plain string override is the command line's: the working folder)."""
+
+    text: str
+    mark: Mark
+
+
+def _parse_override(text: str, mark: Mark | None = None) -> tuple[list[str], _Node, Mark]:
     """`a.b.0=value` -> (["a", "b", "0"], value tree, mark); the value is YAML."""
-    mark = Mark(f"<override {text!r}>", None, None)
+    mark = mark or Mark(f"<override {text!r}>", None, None)
     if "=" not in text:
-        raise _Problems([Problem(mark.file, None, None, "", "expected `key.path=value`")])
+        raise _Problems([Problem(*mark, "", "expected `key.path=value`")])
     key, _, raw = text.partition("=")
     parts = [p.strip() for p in key.strip().split(".")]
     if not all(parts):
-        raise _Problems([Problem(mark.file, None, None, key.strip(), "empty key in `key.path=value`")])
+        raise _Problems([Problem(*mark, key.strip(), "empty key in `key.path=value`")])
     docs = _compose(raw, mark.file, override=True)
     if len(docs) > 1:
-        raise _Problems([Problem(mark.file, None, None, key.strip(), "the value holds more than one YAML document")])
+        raise _Problems([Problem(*mark, key.strip(), "the value holds more than one YAML document")])
     value = _build(docs[0], mark.file, fixed=mark, loc=tuple(parts)) if docs else _Node(None, mark)
     return parts, value, mark
 
@@ -383,7 +393,7 @@ def _apply_overrides(root: _Node, overrides: Overrides) -> None:
         items = []
         for text in ([overrides] if isinstance(overrides, str) else overrides):
             try:
-                items.append(_parse_override(str(text)))
+                items.append(_parse_override(*text) if isinstance(text, WrittenOverride) else _parse_override(str(text)))
             except _Problems as err:
                 problems.extend(err.problems)
     for parts, value, mark in items:
@@ -623,6 +633,8 @@ def _resolve_paths(model: BaseModel, loc: Loc, positions: PositionMap) -> None:
         new = _resolved(value, loc + (name,), positions, template)
         if new is not value:
             setattr(model, name, new)
+    if "_overrides_at" in type(model).__private_attributes__:  # see `written_overrides`
+        model._overrides_at = {key: positions.key(loc + ("overrides", key)) for key in getattr(model, "overrides")}
 
 
 def _resolved(value: Any, loc: Loc, positions: PositionMap, template: bool) -> Any:
@@ -697,6 +709,20 @@ def load_model(cls: type[M], path: str | os.PathLike[str], overrides: Overrides 
 def load_recipe(path: str | os.PathLike[str], overrides: Overrides = ()) -> Recipe:
     """A recipe YAML; task and suite paths come back absolute (relative to the recipe's folder)."""
     return _load(Recipe, path, overrides)
+
+
+def override_strings(overrides: Mapping[str, Any]) -> list[str]:
+    """A `key.path: value` mapping as `key.path=value` strings (JSON is YAML, so values round-trip)."""
+    return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+
+
+def written_overrides(ref: BaseModel) -> list[WrittenOverride]:
+    """A recipe's task or a suite's benchmark: its `overrides` for its task file, each marked where it was written
+    (the recipe's or suite's line; a command-line override of them stays the command line's)."""
+    overrides: dict[str, Any] = getattr(ref, "overrides")
+    marks = getattr(ref, "_overrides_at", None) or {}
+    return [WrittenOverride(text, marks.get(key) or Mark(f"<override {text!r}>", None, None))
+            for key, text in zip(overrides, override_strings(overrides))]
 
 
 def origin_of(model: BaseModel) -> Path | None:

@@ -229,6 +229,8 @@ class ModelSpec(Strict):
 class TaskRef(Strict):
     """One task of a recipe's mix."""
 
+    _overrides_at: Any = PrivateAttr(None)  # where each override was written (set by the loader)
+
     task: Path = Field(..., description="task YAML, relative to the recipe")
     weight: float = Field(1.0, gt=0.0, description="share of the mixed stream (weights are normalised)")
     overrides: dict[str, Any] = Field(default_factory=dict, description="key.path: value overrides for this task")

@@ -22,6 +22,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
 class _Benchmark(Strict):
     kind: ClassVar[str]   # the task kind a benchmark's `task` must be
+    _overrides_at: Any = PrivateAttr(None)  # where each override was written (set by the loader)
 
     name: str | None = Field(None, pattern=NAME_PATTERN,
                              description="metrics key (`player/NAME/accuracy`); default: the task's name")

@@ -20,8 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from urpo_kit.compiler import override_strings, prepare_task
-from urpo_kit.config.loader import folder_of, position_of
+from urpo_kit.compiler import prepare_task
+from urpo_kit.config.loader import folder_of, position_of, written_overrides
 from urpo_kit.config.suite import EvalSuite, PlayerBenchmark, RefereeBenchmark, WinRateBenchmark
 from urpo_kit.errors import ConfigError, Problem, UrpoError
 from urpo_kit.kinds import load_task
@@ -83,7 +83,7 @@ def _default_name(bench: PlayerBenchmark | RefereeBenchmark | WinRateBenchmark) 
     if getattr(bench, "lm_eval", None):
         return str(bench.lm_eval)
     if bench.task is not None:
-        return load_task(bench.task, override_strings(bench.overrides)).name
+        return load_task(bench.task, written_overrides(bench)).name
     source = bench.source
     assert source is not None
     label = Path(source.path).name if source.path is not None else describe_source(source).rsplit("/", 1)[-1]
@@ -122,7 +122,7 @@ def _player(bench: PlayerBenchmark, name: str, suite: EvalSuite, model: Any, tok
     limit = bench.limit or suite.limit
     start = time.perf_counter()
     if bench.task is not None:
-        prepared = prepare_task(bench.task, override_strings(bench.overrides), allow_code=suite.allow_code, limit=limit)
+        prepared = prepare_task(bench.task, written_overrides(bench), allow_code=suite.allow_code, limit=limit)
         task_name = f"urpo-{name}"
         exported = export_task(prepared, workdir / "lm_eval_tasks" / name, name=task_name, sampling=sampling,
                                stop=bench.stop)
