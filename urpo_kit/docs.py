@@ -12,7 +12,7 @@ import random
 import sys
 import types
 import typing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path, PurePath
 from typing import Any, Literal, Union
 
@@ -178,12 +178,13 @@ def _files_section(done: set[type[BaseModel]]) -> list[str]:
     kinds = [spec for spec, _ in KINDS.values()]
     done.update(kinds)
     for name, (spec, _) in KINDS.items():
-        out.append(f"### kind: {name} <a id=\"{_anchor(spec)}\"></a>\n\n{_doc(spec)}\n\n{field_table(spec, ['kind'])}\n")
+        out.append(f'### kind: {name} <a id="{_anchor(spec)}"></a>\n\n{_doc(spec)}\n\n{field_table(spec, ["kind"])}\n')
     out += [_model_section(m) for m in _parts(kinds, done)]
     for title, kind, model in (("Recipes", "recipe", Recipe), ("Eval suites", "suite", EvalSuite)):
         done.add(model)
-        out += [f'## {title} <a id="{kind}s"></a>', "", f"Schema for editors: [schema/{schema_file(kind)}](schema/{schema_file(kind)}).",
-                "", _model_section(model)]
+        link = f"schema/{schema_file(kind)}"
+        out += [f'## {title} <a id="{kind}s"></a>', "", f"Schema for editors: [{link}]({link}).", "",
+                _model_section(model)]
         out += [_model_section(m) for m in _parts([model], done)]
     return out
 
@@ -195,42 +196,45 @@ def _signature_args(fn: Callable[..., Any], skip: int) -> str:
                      for p in params) or "none"
 
 
-def _extractors_section() -> list[str]:
-    rows = ['## Extractors (`answer.extract`) <a id="extractors"></a>', "",
+def _table_section(title: str, anchor: str, intro: str, header: Sequence[str],
+                   rows: Iterable[Sequence[str]]) -> list[str]:
+    """A reference section: heading, one paragraph, a table."""
+    out = [f'## {title} <a id="{anchor}"></a>', "", *([intro, ""] if intro else [])]
+    out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return out + ["| " + " | ".join(_cell(cell) for cell in row) + " |" for row in rows] + [""]
+
+
+def _callables(registry: dict[str, Callable[..., Any]]) -> list[tuple[str, str, str]]:
+    """Name, keyword arguments (after the two positional ones) and docstring of each registered function."""
+    return [(f"`{name}`", _signature_args(fn, 2), _doc(fn)) for name, fn in registry.items()]
+
+
+def _registry_sections() -> list[str]:
+    extractors = [(f"`{name}`", _doc(fn)) for name, fn in EXTRACTORS.items()]
+    extractors += [(f"`{name}:{arg}`", _doc(fn)) for name, (arg, _, fn) in PARAMETRIC_EXTRACTORS.items()]
+    return [
+        *_table_section(
+            "Extractors (`answer.extract`)", "extractors",
             "A verifiable task reads the model's answer from its completion with `extract`: one method, or a list "
             "tried in turn until one finds an answer (`extract: [boxed, last_number]`). Every method takes the last "
-            "occurrence, and an empty result counts as no answer (no format reward).", "",
-            "| method | returns |", "|---|---|"]
-    rows += [f"| `{name}` | {_cell(_doc(fn))} |" for name, fn in EXTRACTORS.items()]
-    rows += [f"| `{name}:{arg}` | {_cell(_doc(fn))} |" for name, (arg, _, fn) in PARAMETRIC_EXTRACTORS.items()]
-    return rows + [""]
-
-
-def _verifiers_section() -> list[str]:
-    rows = ['## Verifiers (`answer.verifier`, `answer.verifier_args`) <a id="verifiers"></a>', "",
+            "occurrence, and an empty result counts as no answer (no format reward).",
+            ["method", "returns"], extractors),
+        *_table_section(
+            "Verifiers (`answer.verifier`, `answer.verifier_args`)", "verifiers",
             "A verifier compares the extracted answer with the gold and gives a score in [0, 1]; `verifier_args` are "
             "its keyword arguments (an unknown one is an error when the task loads). `package.module:function` names "
             "your own `fn(predicted, gold, **verifier_args)` returning a bool or a float in [0, 1]; it runs only with "
-            "`--allow-code` or `allow_code: true` in the recipe or suite.", "",
-            "| verifier | `verifier_args` | what it checks |", "|---|---|---|"]
-    rows += [f"| `{name}` | {_cell(_signature_args(fn, 2))} | {_cell(_doc(fn))} |" for name, fn in VERIFIERS.items()]
-    return rows + [""]
-
-
-def _scores_section() -> list[str]:
-    rows = ['## Ranking scores (preference `score`) <a id="scores"></a>', "", "| score | gives |", "|---|---|"]
-    rows += [f"| `{name}` | {_cell(meaning)} |" for name, meaning in SCORE_METHODS.items()]
-    return rows + [""]
-
-
-def _generators_section() -> list[str]:
-    rows = ['## Generators (`source.generator`, `source.params`) <a id="generators"></a>', "",
+            "`--allow-code` or `allow_code: true` in the recipe or suite.",
+            ["verifier", "`verifier_args`", "what it checks"], _callables(VERIFIERS)),
+        *_table_section("Ranking scores (preference `score`)", "scores", "", ["score", "gives"],
+                        [(f"`{name}`", meaning) for name, meaning in SCORE_METHODS.items()]),
+        *_table_section(
+            "Generators (`source.generator`, `source.params`)", "generators",
             "Offline rows, no download: `source: {generator: NAME, n: ROWS, seed: S, params: {...}}`; the same seed "
             "gives the same rows. `package.module:function` names your own `fn(n, seed, **params) -> list[dict]` "
-            "(with `--allow-code`).", "",
-            "| generator | `params` | rows |", "|---|---|---|"]
-    rows += [f"| `{name}` | {_cell(_signature_args(fn, 2))} | {_cell(_doc(fn))} |" for name, fn in GENERATORS.items()]
-    return rows + [""]
+            "(with `--allow-code`).",
+            ["generator", "`params`", "rows"], _callables(GENERATORS)),
+    ]
 
 
 def answer_line(template: str, mode: str) -> str:
@@ -243,23 +247,22 @@ def answer_line(template: str, mode: str) -> str:
 
 def _templates_section() -> list[str]:
     modes = {mode.template: name for name, mode in MODES.items()}
-    rows = ['## Shipped templates <a id="templates"></a>', "",
-            "Template files are looked up in the YAML's folder, a `templates/` folder beside it, then the built-in "
-            "ones below (`urpo_kit/templates/`). A referee template receives `prompt`, `candidates` (each with "
-            "`label` and `text`, in shown order), `labels`, `n` and `scale`. A prefill (`referee.prefill`) must be "
-            "the start of the template's answer line, so the model continues the verdict the template asks for; "
-            "`verdict: likelihood` uses the mode's prefill below when none is set.", "",
-            "| template | default for mode | answer line (example) | matching prefill |",
-            "|---|---|---|---|"]
+    rows = []
     for path in sorted((BUILTIN_TEMPLATES / "referee").glob("*.j2")):
         name = path.relative_to(BUILTIN_TEMPLATES).as_posix()
         mode = modes.get(name, "listwise")
-        rows.append(f"| `{name}` | {modes.get(name, '-')} | `{_cell(answer_line(name, mode))}` | "
-                    f"`{_cell(repr(MODES[mode].prefill))}` |")
-    players = sorted((BUILTIN_TEMPLATES / "player").glob("*.j2"))
-    rows += ["", "Player templates (`player.template`): " + ", ".join(
-        f"`{p.relative_to(BUILTIN_TEMPLATES).as_posix()}` (variables: the row's)" for p in players) + ".", ""]
-    return rows
+        rows.append((f"`{name}`", modes.get(name, "-"), f"`{answer_line(name, mode)}`", f"`{MODES[mode].prefill!r}`"))
+    players = [f"`{p.relative_to(BUILTIN_TEMPLATES).as_posix()}`"
+               for p in sorted((BUILTIN_TEMPLATES / "player").glob("*.j2"))]
+    return _table_section(
+        "Shipped templates", "templates",
+        "Template files are looked up in the YAML's folder, a `templates/` folder beside it, then the built-in "
+        "ones below (`urpo_kit/templates/`). A referee template receives `prompt`, `candidates` (each with "
+        "`label` and `text`, in shown order), `labels`, `n` and `scale`. A prefill (`referee.prefill`) must be "
+        "the start of the template's answer line, so the model continues the verdict the template asks for; "
+        "`verdict: likelihood` uses the mode's prefill below when none is set.",
+        ["template", "default for mode", "answer line (example)", "matching prefill"], rows,
+    ) + [f"Player templates (`player.template`, the row's variables): {', '.join(players)}.", ""]
 
 
 PATHS = """\
@@ -271,7 +274,8 @@ PATHS = """\
 - A path given in an override on the command line (`--set 'source={path: data.jsonl}'`) resolves against the
   working folder.
 - Output folders (`output_dir`) stay relative to the working folder, as every command's outputs do.
-- Template files (`player.template`, `referee.template`) are looked up by the renderer (see [shipped templates](#templates)).
+- Template files (`player.template`, `referee.template`) are looked up by the renderer (see
+  [shipped templates](#templates)).
 - Overrides: `--set key.path=value` on every command that reads YAML (repeatable; the value is YAML:
   `--set grpo.steps=4`, `--set 'answer.extract=[boxed, last_number]'`, a list index as a key: `tasks.0.weight=2`).
 """
@@ -289,10 +293,7 @@ def reference() -> str:
         "[generators](#generators), [shipped templates](#templates).", "",
         PATHS,
         *_files_section(done),
-        *_extractors_section(),
-        *_verifiers_section(),
-        *_scores_section(),
-        *_generators_section(),
+        *_registry_sections(),
         *_templates_section(),
     ]
     return "\n".join(parts).rstrip() + "\n"

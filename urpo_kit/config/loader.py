@@ -393,7 +393,8 @@ def _apply_overrides(root: _Node, overrides: Overrides) -> None:
         items = []
         for text in ([overrides] if isinstance(overrides, str) else overrides):
             try:
-                items.append(_parse_override(*text) if isinstance(text, WrittenOverride) else _parse_override(str(text)))
+                written = isinstance(text, WrittenOverride)
+                items.append(_parse_override(*text) if written else _parse_override(str(text)))
             except _Problems as err:
                 problems.extend(err.problems)
     for parts, value, mark in items:

@@ -29,13 +29,13 @@ def whole_text(text: str) -> str:
     return text
 
 
-def _tag_finder(name: str) -> Callable[[str], str | None]:
+def _tag_finder(name: str) -> Extractor:
     if not _TAG_NAME.fullmatch(name):
         raise ValueError(f"`tag:{name}`: tag name must look like an XML name, e.g. `tag:answer`")
     return functools.partial(_last_tag, name=name)
 
 
-def _regex_finder(pattern: str) -> Callable[[str], str | None]:
+def _regex_finder(pattern: str) -> Extractor:
     if not pattern:
         raise ValueError("`regex:` needs a pattern, e.g. `regex:Answer: (\\S+)`")
     try:
@@ -142,9 +142,11 @@ def _last_regex(text: str, pattern: re.Pattern[str]) -> str | None:
 # --------------------------------------------------------------------------------------------- registry
 # What `extractor` resolves names from, and what the generated reference documents (each function's docstring says
 # what it returns): plain methods, and methods written `NAME:ARGUMENT`, whose finder is built from the argument.
-EXTRACTORS: dict[str, Callable[[str], str | None]] = {"boxed": last_boxed, "last_number": last_number,
-                                                       "full": whole_text}
-PARAMETRIC_EXTRACTORS: dict[str, tuple[str, Callable[[str], Callable[[str], str | None]], Callable[..., str | None]]] = {
+EXTRACTORS: dict[str, Extractor] = {"boxed": last_boxed, "last_number": last_number,
+                                    "full": whole_text}
+# NAME:ARGUMENT methods: (what the argument is, the finder built from it, the function whose docstring says what
+# it returns)
+PARAMETRIC_EXTRACTORS: dict[str, tuple[str, Callable[[str], Extractor], Callable[..., str | None]]] = {
     "tag": ("NAME", _tag_finder, _last_tag),
     "regex": ("PATTERN", _regex_finder, _last_regex),
 }
