@@ -100,10 +100,12 @@ class Verifiable(ResolvedTask[VerifiableEpisode]):
         gold, row = episode.payload.gold, episode.row
         completion = gold_as_completion(self.spec.answer.extract, gold)
         if self.extract(completion) is None:
+            how = self.spec.answer.extract
+            written = how if isinstance(how, str) else f"[{', '.join(how)}]"
             hint = ("; a `choice` verifier finds the letter in the whole reply itself: use `extract: full`"
                     if self.spec.answer.verifier == "choice" else "")
-            raise FieldError("answer.extract", f"`{self.spec.answer.extract}` extracts nothing from the gold "
-                                               f"{completion!r}{hint}", row_number=row)
+            raise FieldError("answer.extract", f"`{written}` extracts nothing from the gold {completion!r}{hint}",
+                             row_number=row)
         try:
             score = self.score_text(completion, gold)
         except Exception as e:  # noqa: BLE001 - a user verifier failing on the gold is a task problem
