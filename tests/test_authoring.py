@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import typing
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,12 @@ from typer.testing import CliRunner
 from urpo_kit import docs
 from urpo_kit.cli import app
 from urpo_kit.compiler import prepare_task
-from urpo_kit.config.loader import load_recipe, written_overrides
+from urpo_kit.config.loader import load_recipe
+from urpo_kit.config.refs import written_overrides
 from urpo_kit.config.schema import Recipe
 from urpo_kit.config.suite import EvalSuite
 from urpo_kit.errors import ConfigError
-from urpo_kit.kinds import KINDS, load_task
+from urpo_kit.kinds import KINDS, PreferenceTask, VerifiableTask, load_task
 from urpo_kit.kinds.verifiable import gold_as_completion
 from urpo_kit.referee.modes import MODES
 from urpo_kit.rewards import EXTRACT_METHODS, SCORE_METHODS, VERIFIERS, extract_answer, extractor
@@ -108,6 +110,14 @@ def test_every_field_has_a_meaning() -> None:
         for model in [root, *docs._parts([root], set())]:
             missing += [f"{model.__name__}.{n}" for n, info in model.model_fields.items() if not info.description]
     assert missing == []
+
+
+def test_descriptions_that_name_registry_entries_name_all_of_them() -> None:
+    """The schema (config) sits below the registries (rewards), so these descriptions are written out: kept whole."""
+    answer = VerifiableTask.model_fields["answer"].annotation.model_fields
+    assert all(method in answer["extract"].description for method in EXTRACT_METHODS)
+    assert all(name in answer["verifier"].description for name in VERIFIERS)
+    assert typing.get_args(PreferenceTask.model_fields["score"].annotation) == tuple(SCORE_METHODS)
 
 
 # ------------------------------------------------------------------------------------------------ 2. reference

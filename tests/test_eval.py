@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from urpo_kit.cli import app
 from urpo_kit.compiler import prepare_task
-from urpo_kit.config.loader import override_strings
+from urpo_kit.config.refs import override_strings
 from urpo_kit.config.schema import RefereeSpec
 from urpo_kit.config.suite import RefereeBenchmark, load_suite
 from urpo_kit.errors import ConfigError, SourceError

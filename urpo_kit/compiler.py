@@ -18,8 +18,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from urpo_kit.config.loader import Overrides, folder_of, locate, origin_of, written_overrides
-from urpo_kit.config.refs import located, require_named_files
+from urpo_kit.config.loader import Overrides, folder_of, locate
+from urpo_kit.config.refs import located, require_named_files, written_overrides
 from urpo_kit.config.schema import Recipe, TaskBase
 from urpo_kit.errors import CodeNotAllowed, ConfigError, FieldError, Problem, SourceError, SourceUnavailable
 from urpo_kit.kinds import Episode, ResolvedTask, load_task, resolve
@@ -57,7 +57,6 @@ def prepare_task(path: Path | str, overrides: Overrides = (), *, allow_code: boo
 
 
 def prepare_spec(spec: TaskBase, *, allow_code: bool = False, weight: float = 1.0) -> PreparedTask:
-    origin = origin_of(spec)
     base_dir = folder_of(spec)
     task = resolve(spec, allow_code=allow_code)
     try:

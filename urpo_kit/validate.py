@@ -21,8 +21,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from urpo_kit.compiler import PreparedTask, prepare_task
-from urpo_kit.config.loader import Overrides, folder_of, load_recipe, locate, written_overrides
-from urpo_kit.config.refs import located, require_named_files
+from urpo_kit.config.loader import Overrides, folder_of, load_recipe, locate
+from urpo_kit.config.refs import located, require_named_files, written_overrides
 from urpo_kit.config.schema import ModelSpec
 from urpo_kit.config.suite import load_suite
 from urpo_kit.errors import ConfigError, FieldError, SourceError, SourceUnavailable, UrpoError

@@ -9,7 +9,6 @@ Nothing escapes as a traceback: every failure becomes one ConfigError listing al
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import re
 import types
@@ -634,7 +633,7 @@ def _resolve_paths(model: BaseModel, loc: Loc, positions: PositionMap) -> None:
         new = _resolved(value, loc + (name,), positions, template)
         if new is not value:
             setattr(model, name, new)
-    if "_overrides_at" in type(model).__private_attributes__:  # see `written_overrides`
+    if "_overrides_at" in type(model).__private_attributes__:  # see `config.refs.written_overrides`
         model._overrides_at = {key: positions.key(loc + ("overrides", key)) for key in getattr(model, "overrides")}
 
 
@@ -710,20 +709,6 @@ def load_model(cls: type[M], path: str | os.PathLike[str], overrides: Overrides 
 def load_recipe(path: str | os.PathLike[str], overrides: Overrides = ()) -> Recipe:
     """A recipe YAML; task and suite paths come back absolute (relative to the recipe's folder)."""
     return _load(Recipe, path, overrides)
-
-
-def override_strings(overrides: Mapping[str, Any]) -> list[str]:
-    """A `key.path: value` mapping as `key.path=value` strings (JSON is YAML, so values round-trip)."""
-    return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
-
-
-def written_overrides(ref: BaseModel) -> list[WrittenOverride]:
-    """A recipe's task or a suite's benchmark: its `overrides` for its task file, each marked where it was written
-    (the recipe's or suite's line; a command-line override of them stays the command line's)."""
-    overrides: dict[str, Any] = getattr(ref, "overrides")
-    marks = getattr(ref, "_overrides_at", None) or {}
-    return [WrittenOverride(text, marks.get(key) or Mark(f"<override {text!r}>", None, None))
-            for key, text in zip(overrides, override_strings(overrides))]
 
 
 def origin_of(model: BaseModel) -> Path | None:

@@ -1,14 +1,17 @@
-"""Files a recipe or an eval suite names (tasks, eval suites), checked before anything reads them, so that a missing
-one is reported where it is named (the recipe's or suite's file, line and field), not as a bare "file not found"
-in a file the user never opened."""
+"""What a recipe or an eval suite refers to: the files it names (tasks, eval suites), checked before anything reads
+them so that a missing one is reported where it is named (the recipe's or suite's file, line and field), and the
+`overrides:` it writes for a task, passed on marked with where they were written."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
-from urpo_kit.config.loader import position_of
+from urpo_kit.config.loader import Mark, WrittenOverride, position_of
 from urpo_kit.config.schema import Recipe
 from urpo_kit.config.suite import EvalSuite
 from urpo_kit.errors import ConfigError, Problem
@@ -36,3 +39,17 @@ def require_named_files(model: Recipe | EvalSuite) -> None:
                 for problem in located(model, field, f"{what} file `{path}` does not exist").problems]
     if problems:
         raise ConfigError(problems)
+
+
+def override_strings(overrides: Mapping[str, Any]) -> list[str]:
+    """A `key.path: value` mapping as `key.path=value` strings (JSON is YAML, so values round-trip)."""
+    return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+
+
+def written_overrides(ref: BaseModel) -> list[WrittenOverride]:
+    """A recipe's task or a suite's benchmark: its `overrides` for its task file, each marked where it was written
+    (the recipe's or suite's line; a command-line override of them stays the command line's)."""
+    overrides: dict[str, Any] = getattr(ref, "overrides")
+    marks = getattr(ref, "_overrides_at", None) or {}
+    return [WrittenOverride(text, marks.get(key) or Mark(f"<override {text!r}>", None, None))
+            for key, text in zip(overrides, override_strings(overrides))]

@@ -13,7 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from urpo_kit.config.loader import position_of, written_overrides
+from urpo_kit.config.loader import position_of
+from urpo_kit.config.refs import written_overrides
 from urpo_kit.kinds import load_task
 from urpo_kit.config.schema import Recipe, Source
 from urpo_kit.config.suite import EvalSuite, load_suite

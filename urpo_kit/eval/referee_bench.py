@@ -29,7 +29,8 @@ from typing import Any, Sequence
 from pydantic import ValidationError
 
 from urpo_kit.compiler import prepare_task
-from urpo_kit.config.loader import folder_of, written_overrides
+from urpo_kit.config.loader import folder_of
+from urpo_kit.config.refs import written_overrides
 from urpo_kit.config.schema import RefereeSpec, Source
 from urpo_kit.config.suite import RefereeBenchmark
 from urpo_kit.errors import SourceError, UrpoError

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from urpo_kit.compiler import prepare_task
-from urpo_kit.config.loader import folder_of, position_of, written_overrides
+from urpo_kit.config.loader import folder_of, position_of
+from urpo_kit.config.refs import written_overrides
 from urpo_kit.config.suite import EvalSuite, PlayerBenchmark, RefereeBenchmark, WinRateBenchmark
 from urpo_kit.errors import ConfigError, Problem, UrpoError
 from urpo_kit.kinds import load_task

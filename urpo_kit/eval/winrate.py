@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from urpo_kit.compiler import prepare_task
-from urpo_kit.config.loader import written_overrides
+from urpo_kit.config.refs import written_overrides
 from urpo_kit.config.suite import WinRateBenchmark
 from urpo_kit.errors import UrpoError
 from urpo_kit.kinds import OpenEnded
