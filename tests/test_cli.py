@@ -434,3 +434,17 @@ def test_train_with_a_misspelt_verifier_stops_at_the_task_line_before_any_model_
     assert match["field"] == "answer.verifier" and "did you mean `numeric`" in match["message"]
     # the model name is unknown too: the task error came first, so nothing tried to load a model
     assert "bundled:nope" not in output and not (tmp_path / "run").exists()
+
+
+def test_eval_and_train_refuse_a_wrong_role_task_before_any_model_loads(tmp_path: Path) -> None:
+    write(tmp_path / "t.yaml", GOOD)
+    suite = write(tmp_path / "suite.yaml", "name: s\nmodel: {name: 'bundled:nope'}\nreferee:\n  - task: t.yaml\n")
+    result = invoke("eval", str(suite))
+    assert result.exit_code == 2, result.output
+    (line,) = error_lines(result.output)
+    assert line.startswith(f"error {suite}:4:") and "referee.0.task: a `referee` benchmark needs a preference" in line
+    assert "bundled:nope" not in result.output  # the model was never loaded
+    recipe = write(tmp_path / "recipe.yaml", f"model: {{name: 'bundled:nope'}}\noutput_dir: {tmp_path / 'run'}\n"
+                   f"tasks:\n  - {{task: t.yaml}}\neval: {{every: 1, suites: [suite.yaml]}}\n")
+    result = invoke("train", str(recipe))
+    assert result.exit_code == 2 and "referee.0.task" in result.output and "bundled:nope" not in result.output

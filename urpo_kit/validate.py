@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel
@@ -24,8 +25,9 @@ from urpo_kit.compiler import PreparedTask, prepare_task
 from urpo_kit.config.loader import Overrides, folder_of, load_recipe, locate
 from urpo_kit.config.refs import located, require_named_files, written_overrides
 from urpo_kit.config.schema import ModelSpec
-from urpo_kit.config.suite import load_suite
+from urpo_kit.config.suite import EvalSuite, load_suite
 from urpo_kit.errors import ConfigError, FieldError, SourceError, SourceUnavailable, UrpoError
+from urpo_kit.eval.runner import check_kind
 from urpo_kit.kinds import load_task, resolve
 from urpo_kit.sources import describe_skipped, load_rows
 
@@ -47,8 +49,7 @@ class TaskCheck:
     path: Path
     overrides: Overrides
     allow_code: bool
-    kind: str | None = None                         # the kind the naming benchmark needs
-    named_at: tuple[BaseModel, str] | None = None   # (suite, field) that names the task
+    named_at: tuple[EvalSuite, str, Any] | None = None   # (suite, field, benchmark) that names the task
 
 
 def validate_files(files: Sequence[Path], overrides: Sequence[str], *, allow_code: bool, strict: bool,
@@ -119,7 +120,7 @@ def _suite(path: Path, overrides: Sequence[str], allow_code: bool, rows: int | N
                 _check_model(suite, f"{section}.{i}.judge.name", bench.judge)
             if bench.task is not None:
                 yield TaskCheck(f"{path} -> {bench.name or bench.task.name}", bench.task,
-                                written_overrides(bench), allow, bench.kind, (suite, f"{section}.{i}.task"))
+                                written_overrides(bench), allow, (suite, f"{section}.{i}.task", bench))
             elif getattr(bench, "source", None) is not None:
                 source = bench.source if rows is None else bench.source.model_copy(update={"limit": rows})
                 try:
@@ -173,10 +174,5 @@ def _validate_task(check: TaskCheck, *, rows: int | None, strict: bool, console:
 
 
 def _check_kind(check: TaskCheck, kind: str) -> None:
-    """A suite's player benchmarks need verifiable tasks, its referee benchmarks preference tasks, its win rates
-    open-ended ones: caught here rather than when the benchmark runs, after the model has loaded."""
-    if check.kind is not None and kind != check.kind and check.named_at is not None:
-        suite, field = check.named_at
-        section = field.split(".")[0]
-        raise located(suite, field, f"a `{section}` benchmark needs a {check.kind} task; {check.path.name} is "
-                                     f"{kind}")
+    if check.named_at is not None:
+        check_kind(*check.named_at, kind)

@@ -39,14 +39,13 @@ def eval_command(args: Sequence[str], *, model: str | None, output: Path | None,
     if not args:
         raise UrpoError("give a suite YAML (or --compare RUN_A RUN_B)")
     suite_path, overrides = Path(args[0]), [*args[1:], *overrides]
-    from urpo_kit.config.refs import require_named_files
     from urpo_kit.config.suite import load_suite
     from urpo_kit.eval.report import summary_table
-    from urpo_kit.eval.runner import run_suite
+    from urpo_kit.eval.runner import check_suite, run_suite
     from urpo_kit.models import load_model, load_tokenizer
 
     suite = load_suite(suite_path, [*overrides, *([f"model.name={model}"] if model else [])])
-    require_named_files(suite)
+    check_suite(suite)
     folder = output or suite.output_dir / f"{suite.name}-{datetime.now():%Y%m%d-%H%M%S}"
     console.print(f"loading {suite.model.name}")
     metrics = run_suite(suite, load_model(suite.model), load_tokenizer(suite.model), folder, progress=progress)

@@ -22,7 +22,7 @@ from typing import Any
 
 from urpo_kit.compiler import prepare_task
 from urpo_kit.config.loader import folder_of, position_of
-from urpo_kit.config.refs import written_overrides
+from urpo_kit.config.refs import require_named_files, written_overrides
 from urpo_kit.config.suite import EvalSuite, PlayerBenchmark, RefereeBenchmark, WinRateBenchmark
 from urpo_kit.errors import ConfigError, Problem, UrpoError
 from urpo_kit.kinds import load_task
@@ -104,6 +104,31 @@ def benchmark_names(suite: EvalSuite) -> dict[str, list[str]]:
     if problems:
         raise ConfigError(problems)
     return names
+
+
+def check_suite(suite: EvalSuite) -> None:
+    """What can fail in a suite before any model loads: benchmark names, and each benchmark's task resolved, its rows
+    read and its kind the one its section needs (a player benchmark runs a verifiable task, a referee benchmark a
+    preference task, a win rate an open-ended one), each a located error."""
+    require_named_files(suite)
+    benchmark_names(suite)
+    for section in ("player", "referee", "winrate"):
+        for i, bench in enumerate(getattr(suite, section)):
+            if bench.task is None:
+                continue
+            prepared = prepare_task(bench.task, written_overrides(bench), allow_code=suite.allow_code,
+                                    limit=bench.limit or suite.limit)
+            check_kind(suite, f"{section}.{i}.task", bench, prepared.task.kind)
+
+
+def check_kind(suite: EvalSuite, field: str, bench: PlayerBenchmark | RefereeBenchmark | WinRateBenchmark,
+               kind: str) -> None:
+    """A located error at the suite field naming a task of the wrong kind for its benchmark."""
+    if kind != bench.kind:
+        mark = position_of(suite, field)
+        raise ConfigError(Problem(mark.file, mark.line, mark.column, field,
+                                  f"a `{field.split('.')[0]}` benchmark needs a {bench.kind} task; "
+                                  f"{Path(str(bench.task)).name} is {kind}"))
 
 
 def _lm_eval_metrics(name: str, task_results: dict[str, Any], wanted: str | None) -> tuple[dict[str, float], str]:

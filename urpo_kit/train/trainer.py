@@ -224,6 +224,7 @@ def _heldout_callback(recipe: Recipe, run_dir: Path, run_log: RunLog,
                       print_line: Callable[[str], None] | None):
     """The held-out evaluation callback, or None when the recipe names no suites (or `eval.every` is 0)."""
     from urpo_kit.config.suite import load_suite
+    from urpo_kit.eval.runner import check_suite
     from urpo_kit.train.callbacks import HeldOutEvalCallback
 
     if not recipe.eval.suites or recipe.eval.every == 0:
@@ -232,6 +233,8 @@ def _heldout_callback(recipe: Recipe, run_dir: Path, run_log: RunLog,
         raise UrpoError("held-out evaluation needs an evaluator: pass run_suite (urpo_kit.eval.run_suite, as "
                         "`urpo-kit train` does), or set eval.every=0 to train without it")
     suites = [load_suite(path) for path in recipe.eval.suites]
+    for suite in suites:  # a suite's mistakes stop the run here, before the model loads, not at step 0's evaluation
+        check_suite(suite)
     done = list(read_heldout(run_dir)) if resume_from is not None else []
     return HeldOutEvalCallback(suites, recipe.eval.every, run_dir, run_log, run_suite, done, print_line)
 
