@@ -227,8 +227,9 @@ def test_a_recipe_naming_a_missing_task_is_located_in_the_recipe(tmp_path: Path)
         (line,) = errors(result.output)
         assert line == f"{recipe}:3:12: tasks.1.task: task file `{tmp_path / 'tasks' / 'nope.yaml'}` does not exist"
     suite = write(tmp_path / "s.yaml", "name: s\nplayer:\n  - task: nope.yaml\n")
-    (line,) = errors(invoke("validate", str(suite)).output)
-    assert line.startswith(f"{suite}:3:11: player.0.task: task file ")
+    for command in ("validate", "eval"):   # eval: before any model loads
+        (line,) = errors(invoke(command, str(suite)).output)
+        assert line.startswith(f"{suite}:3:11: player.0.task: task file ")
 
 
 def test_a_bad_override_in_a_recipe_is_located_in_the_recipe(tmp_path: Path) -> None:
