@@ -9,7 +9,7 @@ export HF_HOME ?= $(CURDIR)/.cache/huggingface
 export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/inductor
 export URPO_KIT_CACHE ?= $(CURDIR)/.cache/urpo-kit
 
-.PHONY: setup test quickstart validate bench
+.PHONY: setup test quickstart validate bench docs
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -26,6 +26,10 @@ test: setup
 
 validate: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/urpo-kit validate tasks/*.yaml recipes/*.yaml recipes/eval/*.yaml
+
+# Regenerate docs/schema/*.schema.json and docs/reference.md from the models and registries (a test fails when stale).
+docs: setup
+	$(PY) -m urpo_kit.docs
 
 # The main job: URPO on the bundled SmolLM2-135M, offline tasks, on the CPU (about 12 minutes on 2 idle cores).
 # It ends with a table of held-out player and referee accuracy at step 0 and at the last step.

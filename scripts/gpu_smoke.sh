@@ -11,8 +11,8 @@ python3 -c "import torch, transformers, trl, peft, accelerate; print('torch', to
 timeout 240 python3 -m pytest -q -x -p no:cacheprovider tests/test_referee.py tests/test_referee_likelihood.py tests/test_train.py \
   tests/test_train_trl_contract.py 2>&1 | tail -15
 # 2) one short training run of the quickstart mix on the GPU with the tiny model (bundled weights cannot travel)
-timeout 180 python3 -m urpo_kit train recipes/quickstart.yaml model.name=tiny:llama model.dtype=auto model.lora=null \
-  grpo.steps=4 eval.suites=[] output_dir=$OUT/gpu-run 2>&1 | tail -25
+timeout 180 python3 -m urpo_kit train recipes/quickstart.yaml --set model.name=tiny:llama --set model.dtype=auto \
+  --set model.lora=null --set grpo.steps=4 --set 'eval.suites=[]' --set output_dir=$OUT/gpu-run 2>&1 | tail -25
 python3 - <<'PY'
 import json, os
 path = os.path.join(os.environ["OUT"], "gpu-run", "metrics.jsonl")

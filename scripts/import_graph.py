@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("compiler",),
     ("eval",),
     ("train", "serve"),
-    ("cli", "__main__", "validate", "train.cli", "eval.command", "serve.commands"),
+    ("cli", "__main__", "validate", "docs", "train.cli", "eval.command", "serve.commands"),
 ]
 __doc__ = (__doc__ or "") + "\n".join(f"    {i}: {', '.join(layer)}" for i, layer in enumerate(LAYERS)) + "\n"
 

@@ -292,10 +292,16 @@ def test_render_preference_shows_the_gold_as_labels() -> None:
 
 
 def test_render_open_ended_and_overrides() -> None:
-    result = invoke("render", str(ROOT / "tasks" / "instructions-offline.yaml"), "--n", "2",
-                    "--set", 'player.prompt="TASK: {{ instruction }}"')
+    """The player's prompt, and the self-referee's prompt over example answers ending in its prefill."""
+    path, prompt = str(ROOT / "tasks" / "instructions-offline.yaml"), 'player.prompt="TASK: {{ instruction }}"'
+    result = invoke("render", path, "--n", "2", "--set", prompt)
     assert result.exit_code == 0, result.output
-    assert flat(result.output).count("TASK: ") == 2 and "gold none" in result.output
+    shown = flat(result.output)
+    assert shown.count("player prompt") == 2 and shown.count("referee prompt") == 2 and "gold none" in shown
+    assert shown.count("TASK: ") == 4   # the player's prompt, and the request inside the referee's
+    assert "(answer 1)" in shown and "Ranking: [1] > [2] > [3] > [4] assistant Ranking: [" in shown
+    player = flat(invoke("render", path, "--n", "2", "--set", prompt, "--role", "player").output)
+    assert player.count("TASK: ") == 2 and "referee prompt" not in player
 
 
 def test_render_of_a_bad_task_is_one_located_error(tmp_path: Path) -> None:
@@ -408,9 +414,9 @@ def test_validate_a_model_name_and_a_prefill_the_template_does_not_ask_for(tmp_p
     match = one_located_error(recipe, line=1, field="model.name")
     assert "unknown bundled model bundled:nope" in match["message"]
     shipped = (ROOT / "tasks" / "pairs-synthetic.yaml").read_text(encoding="utf-8")
-    assert 'prefill: "Ranking: ["' in shipped.splitlines()[12]
+    assert 'prefill: "Ranking: ["' in shipped.splitlines()[13]
     pairs = write(tmp_path / "p.yaml", shipped.replace('prefill: "Ranking: ["', 'prefill: "Verdict: ("'))
-    match = one_located_error(pairs, line=13, field="referee.prefill")
+    match = one_located_error(pairs, line=14, field="referee.prefill")
     assert "does not appear in the rendered referee/rank.j2" in match["message"]
 
 

@@ -19,7 +19,8 @@ import torch
 from typer.testing import CliRunner
 
 from urpo_kit.cli import app
-from urpo_kit.compiler import override_strings, prepare_task
+from urpo_kit.compiler import prepare_task
+from urpo_kit.config.refs import override_strings
 from urpo_kit.config.schema import RefereeSpec
 from urpo_kit.config.suite import RefereeBenchmark, load_suite
 from urpo_kit.errors import ConfigError, SourceError

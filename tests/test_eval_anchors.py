@@ -15,7 +15,7 @@ import yaml
 from typer.testing import CliRunner
 
 from urpo_kit.cli import app
-from urpo_kit.compiler import override_strings
+from urpo_kit.config.refs import override_strings
 from urpo_kit.config.loader import load_recipe
 from urpo_kit.kinds import load_task
 from urpo_kit.config.suite import load_suite

@@ -223,8 +223,10 @@ def test_include_cycle(tmp_path: Path) -> None:
 
 
 def test_missing_include(tmp_path: Path) -> None:
-    [problem] = problems_of(load_yaml, write(tmp_path / "t.yaml", "include: nope.yaml\nname: a\n"))
-    assert problem.file == tmp_path / "nope.yaml" and problem.message == "file not found"
+    """Named where the include is written (the including file, its line, the `include` field): the line to fix."""
+    [problem] = problems_of(load_yaml, write(tmp_path / "t.yaml", "name: a\ninclude: nope.yaml\n"))
+    assert (problem.file, problem.line, problem.field) == (tmp_path / "t.yaml", 2, "include")
+    assert problem.message == f"included file `{tmp_path / 'nope.yaml'}` not found"
 
 
 # ----------------------------------------------------------------------------------------------- overrides

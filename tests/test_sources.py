@@ -82,10 +82,10 @@ def test_relative_path_resolved_against_base_dir(tmp_path: Path) -> None:
     assert loaded.description == "data/x.jsonl"
 
 
-def test_missing_file_names_the_path_and_origin(tmp_path: Path) -> None:
+def test_missing_file_names_the_path(tmp_path: Path) -> None:
+    """The task file and its `source.path` line are added by the task's caller (tests/test_authoring.py)."""
     with pytest.raises(SourceError) as info:
-        load_rows(Source(path=Path("nope.jsonl")), base_dir=tmp_path, origin="tasks/t.yaml")
-    assert str(info.value).startswith("tasks/t.yaml: source:")
+        load_rows(Source(path=Path("nope.jsonl")), base_dir=tmp_path)
     assert str(tmp_path / "nope.jsonl") in str(info.value)
 
 
@@ -110,10 +110,10 @@ def test_too_many_malformed_rows_raise_with_count_and_rows(tmp_path: Path) -> No
     lines[2] = lines[6] = "oops"
     path = write_jsonl(tmp_path / "bad.jsonl", lines)
     with pytest.raises(SourceError) as info:
-        load_rows(Source(path=path, max_error_fraction=0.1), origin="tasks/t.yaml")
+        load_rows(Source(path=path, max_error_fraction=0.1))
     message = str(info.value)
     assert "2 of 10 rows" in message and "row 3: invalid JSON" in message and "row 7" in message
-    assert "bad.jsonl" in message and message.startswith("tasks/t.yaml")
+    assert "bad.jsonl" in message
     assert len(load_rows(Source(path=path, max_error_fraction=0.2)).rows) == 8
 
 
@@ -248,8 +248,7 @@ def test_dotted_generator_needs_allow_code(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.syspath_prepend(str(tmp_path))
     source = Source(generator="my_gen:rows", n=3, seed=5)
     with pytest.raises(CodeNotAllowed, match="allow-code") as info:
-        load_rows(source, origin="tasks/t.yaml")
-    assert str(info.value).startswith("tasks/t.yaml: source:")
+        load_rows(source)
     assert load_rows(source, allow_code=True).rows == [{"x": 5}, {"x": 6}, {"x": 7}]
     with pytest.raises(SourceError, match="no attribute"):
         load_rows(Source(generator="my_gen:missing"), allow_code=True)
@@ -280,7 +279,7 @@ def test_hf_offline_fails_fast_with_a_path_hint(monkeypatch: pytest.MonkeyPatch,
         monkeypatch.setattr(hf_mod, "hub_reachable", lambda endpoint=None: False)
     start = time.monotonic()
     with pytest.raises(SourceUnavailable) as info:
-        load_rows(Source(hf="urpo-kit-tests/no-such-dataset", split="train", limit=1), origin="tasks/x.yaml")
+        load_rows(Source(hf="urpo-kit-tests/no-such-dataset", split="train", limit=1))
     assert time.monotonic() - start < 10
     assert "urpo-kit-tests/no-such-dataset" in str(info.value) and "path:" in str(info.value)
 

@@ -75,21 +75,32 @@ def render(
     overrides: List[str] = typer.Option([], "--set", "-s", help="key.path=value override (repeatable)"),
     allow_code: bool = typer.Option(False, "--allow-code"),
     allow_path: List[Path] = ALLOW_PATH,
+    role: Optional[str] = typer.Option(None, "--role", metavar="player|referee",
+                                       help="only the prompts of this role (default: both)"),
 ) -> None:
-    """Show the rendered prompts and gold answers of the first N rows of a task."""
+    """Show every prompt the model sees for the first N rows of a task, with the gold: the player's prompt, the
+    referee's prompt over the candidates (preference), or over example answers with its prefill (open-ended)."""
     from rich.panel import Panel
 
     from urpo_kit.compiler import prepare_task
     from urpo_kit.config.files import allowed_paths
 
+    if role not in (None, "player", "referee"):
+        raise UrpoError(f"--role takes player or referee, not {role!r}")
     with allowed_paths(allow_path):
         prepared = prepare_task(task, overrides, allow_code=allow_code, limit=n)
         episodes = [prepared.task.episode(row, row_number=number, seed=seed)
                     for row, number in zip(prepared.rows.rows, prepared.rows.row_numbers)]
     for ep, number in zip(episodes, prepared.rows.row_numbers):
-        body = "\n\n".join(f"[bold]{m['role']}[/bold]\n{_escape(m['content'])}" for m in ep.messages)
-        body += f"\n\n[bold green]gold[/bold green] {_escape(ep.payload.gold_text())}"
-        console.print(Panel(body, title=f"{ep.task} ({ep.kind}) row {number}", expand=False))
+        prompts = prepared.task.prompts(ep)
+        if role is not None and role not in prompts:
+            raise UrpoError(f"{task}: a {ep.kind} task shows the model no {role} prompt (it has: {', '.join(prompts)})")
+        for shown_role, messages in prompts.items():
+            if role not in (None, shown_role):
+                continue
+            body = "\n\n".join(f"[bold]{m['role']}[/bold]\n{_escape(m['content'])}" for m in messages)
+            body += f"\n\n[bold green]gold[/bold green] {_escape(ep.payload.gold_text())}"
+            console.print(Panel(body, title=f"{ep.task} ({ep.kind}) row {number}: {shown_role} prompt", expand=False))
 
 
 def _escape(text: str) -> str:
@@ -99,9 +110,30 @@ def _escape(text: str) -> str:
 
 
 @app.command()
+@reports_errors
+def schema(
+    kind: Optional[str] = typer.Argument(None, metavar="[task|recipe|suite]", help="the file kind to print"),
+    write: Optional[Path] = typer.Option(None, "--write", help="write every generated doc (schemas and "
+                                                              "reference.md) under this docs folder instead"),
+) -> None:
+    """Print the JSON Schema of a task, recipe or eval-suite file (for editors: see README), or regenerate docs/."""
+    from urpo_kit import docs
+
+    if write is not None:
+        for path in docs.write(write):
+            console.print(f"written: {path}", highlight=False)
+        return
+    if kind not in docs.FILE_KINDS:
+        raise UrpoError(f"give one of {', '.join(docs.FILE_KINDS)} (or --write DOCS_FOLDER)")
+    typer.echo(docs.schema_text(kind), nl=False)
+
+
+@app.command()
 def tasks(
     folder: Path = typer.Option(SHIPPED_TASKS, help="folder of task YAMLs"),
     generators: bool = typer.Option(False, "--generators", help="list built-in generators instead"),
+    overrides: List[str] = typer.Option([], "--set", "-s", help="key.path=value override applied to every task "
+                                                               "(repeatable)"),
 ) -> None:
     """List shipped tasks (or built-in generators)."""
     if generators:
@@ -122,7 +154,7 @@ def tasks(
     table.add_column("description", ratio=1)
     for path in sorted(folder.glob("*.yaml")):
         try:
-            spec = load_task(path)
+            spec = load_task(path, overrides)
         except UrpoError as e:
             table.add_row(path.name, "-", "[red]invalid[/red]", "", str(e).splitlines()[0])
             continue
@@ -146,7 +178,9 @@ app.command("train")(reports_errors(train_command))
 @reports_errors
 def eval_(
     args: List[str] = typer.Argument(None, metavar="SUITE.yaml [key.path=value ...] | RUN_A RUN_B",
-                                     help="an eval suite (see recipes/eval/) and overrides, or two runs with --compare"),
+                                     help="an eval suite (see recipes/eval/) and overrides (shorthand for --set), "
+                                          "or two runs with --compare"),
+    overrides: List[str] = typer.Option([], "--set", "-s", help="key.path=value override (repeatable)"),
     model: str = typer.Option(None, "--model", help="model to evaluate: hub id, folder, bundled:NAME (default: the suite's)"),
     output: Path = typer.Option(None, "--output", help="run folder (default: the suite's output_dir/NAME-TIME)"),
     compare: bool = typer.Option(False, "--compare", help="print and plot two run folders side by side"),
@@ -160,5 +194,5 @@ def eval_(
     from urpo_kit.quiet import quiet_libraries
 
     with quiet_libraries(verbose), allowed_paths(allow_path):
-        eval_command(args or [], model=model, output=output, compare=compare, progress=not no_progress,
-                     console=console)
+        eval_command(args or [], overrides=overrides, model=model, output=output, compare=compare,
+                     progress=not no_progress, console=console)

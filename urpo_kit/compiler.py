@@ -10,7 +10,6 @@ function of (recipe, position), so a resumed run continues the same order with n
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import random
@@ -19,9 +18,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from urpo_kit.config.loader import folder_of, locate, origin_of
+from urpo_kit.config.loader import Overrides, folder_of, locate
+from urpo_kit.config.refs import located, require_named_files, written_overrides
 from urpo_kit.config.schema import Recipe, TaskBase
-from urpo_kit.errors import ConfigError, FieldError, Problem, SourceError
+from urpo_kit.errors import CodeNotAllowed, ConfigError, FieldError, Problem, SourceError, SourceUnavailable
 from urpo_kit.kinds import Episode, ResolvedTask, load_task, resolve
 from urpo_kit.recast import stable_seed
 from urpo_kit.sources import LoadedRows, SkippedRow, load_rows
@@ -47,7 +47,7 @@ class PreparedTask:
         return self.task.name
 
 
-def prepare_task(path: Path | str, overrides: Sequence[str] = (), *, allow_code: bool = False,
+def prepare_task(path: Path | str, overrides: Overrides = (), *, allow_code: bool = False,
                  weight: float = 1.0, limit: int | None = None) -> PreparedTask:
     """Load and validate a task file, read its rows and keep only rows that render (counted like malformed rows)."""
     spec = load_task(path, overrides)
@@ -57,10 +57,14 @@ def prepare_task(path: Path | str, overrides: Sequence[str] = (), *, allow_code:
 
 
 def prepare_spec(spec: TaskBase, *, allow_code: bool = False, weight: float = 1.0) -> PreparedTask:
-    origin = origin_of(spec)
     base_dir = folder_of(spec)
     task = resolve(spec, allow_code=allow_code)
-    loaded = load_rows(spec.source, base_dir=base_dir, allow_code=allow_code, origin=str(origin) if origin else None)
+    try:
+        loaded = load_rows(spec.source, base_dir=base_dir, allow_code=allow_code)
+    except SourceUnavailable as e:  # a hub source offline: `validate` warns and goes on, so it keeps its type
+        raise SourceUnavailable(str(source_error(spec, str(e)))) from None
+    except (SourceError, CodeNotAllowed) as e:
+        raise source_error(spec, str(e)) from None
     kept_rows, kept_numbers, first_error = [], [], None
     for row, number in zip(loaded.rows, loaded.row_numbers):
         try:
@@ -79,20 +83,23 @@ def prepare_spec(spec: TaskBase, *, allow_code: bool = False, weight: float = 1.
         raise ConfigError(dataclasses.replace(problem, message=problem.message + summary))
     loaded.rows, loaded.row_numbers = kept_rows, kept_numbers
     if not kept_rows:
-        raise SourceError(f"{origin or spec.name}: source {loaded.description} gave no usable rows")
+        raise source_error(spec, f"{loaded.description} gave no usable rows")
     return PreparedTask(task, loaded, weight)
 
 
+def source_error(spec: TaskBase, message: str) -> ConfigError:
+    """A problem with a task's rows, at the task file's line that names the source (`source.path`, ...)."""
+    source = spec.source
+    field = "source." + next(k for k in ("path", "hf", "generator") if getattr(source, k) is not None)
+    return located(spec, field, message)
+
+
 def prepare_recipe_tasks(recipe: Recipe) -> list[PreparedTask]:
+    require_named_files(recipe)
     return [
-        prepare_task(ref.task, override_strings(ref.overrides), allow_code=recipe.allow_code, weight=ref.weight)
+        prepare_task(ref.task, written_overrides(ref), allow_code=recipe.allow_code, weight=ref.weight)
         for ref in recipe.tasks
     ]
-
-
-def override_strings(overrides: dict[str, object]) -> list[str]:
-    """A recipe's per-task override mapping as `key.path=value` strings (JSON is YAML, so values round-trip)."""
-    return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
 
 
 def allocate(weights: Sequence[float], length: int) -> list[int]:

@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+import difflib
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+
+def did_you_mean(word: str, choices: Iterable[object]) -> str:
+    """`; did you mean `x`?` for the closest of `choices`, or nothing: a hint that ends a message."""
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1)
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
+def undefined_hint(message: str | None, variables: Iterable[object], shown: int = 30) -> str:
+    """For Jinja's "'x' is undefined": the variables there are, and the closest one, so the fix is in the message."""
+    match = re.match(r"'([^']+)' is undefined", message or "")
+    if match is None:
+        return ""
+    names = [str(v) for v in variables]
+    listed = ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+    return f"; available variables: {listed or 'none'}{did_you_mean(match[1], names)}"
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,13 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 
-from urpo_kit.compiler import PreparedTask, override_strings, prepare_task
-from urpo_kit.config.loader import folder_of, load_recipe, locate, position_of
+from urpo_kit.compiler import PreparedTask, prepare_task
+from urpo_kit.config.loader import Overrides, folder_of, load_recipe, locate
+from urpo_kit.config.refs import located, require_named_files, written_overrides
 from urpo_kit.config.yaml_tree import load_yaml
 from urpo_kit.config.schema import ModelSpec
 from urpo_kit.config.suite import EvalSuite, load_suite
-from urpo_kit.errors import ConfigError, FieldError, Problem, SourceError, SourceUnavailable, UrpoError
+from urpo_kit.errors import ConfigError, FieldError, SourceError, SourceUnavailable, UrpoError
 from urpo_kit.eval.runner import check_kind
 from urpo_kit.kinds import load_task, resolve
 from urpo_kit.sources import describe_skipped, load_rows
@@ -46,7 +47,7 @@ class TaskCheck:
 
     label: str
     path: Path
-    overrides: list[str]
+    overrides: Overrides
     allow_code: bool
     named_at: tuple[EvalSuite, str, Any] | None = None   # (suite, field, benchmark) that names the task
 
@@ -79,11 +80,6 @@ def validate_files(files: Sequence[Path], overrides: Sequence[str], *, allow_cod
     return failed
 
 
-def _located(model: BaseModel, field: str, message: str) -> ConfigError:
-    mark = position_of(model, field)
-    return ConfigError(Problem(mark.file, mark.line, mark.column, field, message))
-
-
 def _check_model(model: BaseModel, field: str, spec: ModelSpec) -> None:
     """A model name's form (and a bundled, tiny or local model's existence), located at the field that names it."""
     from urpo_kit.models import check_model_name
@@ -91,7 +87,7 @@ def _check_model(model: BaseModel, field: str, spec: ModelSpec) -> None:
     try:
         check_model_name(spec.name, spec.revision)
     except UrpoError as e:
-        raise _located(model, field, str(e)) from None
+        raise located(model, field, str(e)) from None
 
 
 def _expand(path: Path, kind: str, overrides: Sequence[str], allow_code: bool, rows: int | None) -> Iterator[TaskCheck]:
@@ -101,12 +97,11 @@ def _expand(path: Path, kind: str, overrides: Sequence[str], allow_code: bool, r
     if kind == "recipe":
         recipe = load_recipe(path, overrides)
         _check_model(recipe, "model.name", recipe.model)
+        require_named_files(recipe)
         for ref in recipe.tasks:
-            yield TaskCheck(f"{path} -> {ref.task.name}", ref.task, override_strings(ref.overrides),
+            yield TaskCheck(f"{path} -> {ref.task.name}", ref.task, written_overrides(ref),
                             allow_code or recipe.allow_code)
-        for i, suite in enumerate(recipe.eval.suites):
-            if not suite.is_file():
-                raise _located(recipe, f"eval.suites.{i}", f"eval suite `{suite}` does not exist")
+        for suite in recipe.eval.suites:
             yield from _suite(suite, [], allow_code or recipe.allow_code, rows)
     elif kind == "suite":
         yield from _suite(path, overrides, allow_code, rows)
@@ -118,13 +113,14 @@ def _suite(path: Path, overrides: Sequence[str], allow_code: bool, rows: int | N
     suite = load_suite(path, overrides)
     allow = allow_code or suite.allow_code
     _check_model(suite, "model.name", suite.model)
+    require_named_files(suite)
     for section in ("player", "referee", "winrate"):
         for i, bench in enumerate(getattr(suite, section)):
             if getattr(bench, "judge", None) is not None:
                 _check_model(suite, f"{section}.{i}.judge.name", bench.judge)
             if bench.task is not None:
                 yield TaskCheck(f"{path} -> {bench.name or bench.task.name}", bench.task,
-                                override_strings(bench.overrides), allow, (suite, f"{section}.{i}.task", bench))
+                                written_overrides(bench), allow, (suite, f"{section}.{i}.task", bench))
             elif getattr(bench, "source", None) is not None:
                 source = bench.source if rows is None else bench.source.model_copy(update={"limit": rows})
                 try:
@@ -132,7 +128,7 @@ def _suite(path: Path, overrides: Sequence[str], allow_code: bool, rows: int | N
                 except SourceUnavailable:
                     continue  # a hub source offline: reported like a task's, by the benchmark that reads it
                 except SourceError as e:
-                    raise _located(suite, f"{section}.{i}.source", str(e)) from None
+                    raise located(suite, f"{section}.{i}.source", str(e)) from None
 
 
 def _file_kind(path: Path) -> str:

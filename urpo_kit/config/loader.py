@@ -44,6 +44,8 @@ def _resolve_paths(model: BaseModel, loc: Loc, positions: PositionMap) -> None:
         new = _resolved(value, loc + (name,), positions, template)
         if new is not value:
             setattr(model, name, new)
+    if "_overrides_at" in type(model).__private_attributes__:  # see `config.refs.written_overrides`
+        model._overrides_at = {key: positions.key(loc + ("overrides", key)) for key in getattr(model, "overrides")}
 
 
 def _resolved(value: Any, loc: Loc, positions: PositionMap, template: bool) -> Any:

@@ -119,9 +119,9 @@ class Sampling(Strict):
     """The one sampling spec: unset fields fall back to the layer below (a role's defaults, then the recipe's or
     suite's role, then a task's or benchmark's own), merged in one place: `Sampling.resolve`."""
 
-    temperature: float | None = Field(None, ge=0.0, description="0: greedy")
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    max_new_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, description="sampling temperature (0: greedy)")
+    top_p: float | None = Field(None, gt=0.0, le=1.0, description="nucleus sampling mass")
+    max_new_tokens: int | None = Field(None, ge=1, description="generated tokens at most")
 
     @staticmethod
     def resolve(base: SamplingParams, *layers: "Sampling | None") -> SamplingParams:
@@ -175,8 +175,8 @@ class RefereeSpec(Strict):
 class LengthPenalty(Strict):
     """Linear penalty for completions longer than `max_tokens`, reaching `-weight` at `2 * max_tokens`."""
 
-    max_tokens: int = Field(..., ge=1)
-    weight: float = Field(0.1, ge=0.0)
+    max_tokens: int = Field(..., ge=1, description="completion length (tokens) above which the penalty starts")
+    weight: float = Field(0.1, ge=0.0, description="penalty at twice `max_tokens` (and beyond)")
 
 
 class RewardSpec(Strict):
@@ -191,7 +191,9 @@ class Answer(Strict):
     """How the gold answer is rendered, how the model's answer is extracted, and how the two are compared."""
 
     gold: str = Field(..., description="Jinja2 template rendering the gold answer from the row")
-    extract: str = Field("boxed", description="boxed | last_number | tag:NAME | regex:PATTERN | full")
+    extract: str | list[str] = Field(
+        "boxed", description="how the answer is read from a completion: boxed | last_number | full | tag:NAME | "
+                             "regex:PATTERN, or a list of them tried in turn (`[boxed, last_number]`)")
     verifier: str = Field("exact", description="exact | numeric | math | choice | regex | pkg.mod:fn (needs allow-code)")
     verifier_args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the verifier")
 
@@ -202,55 +204,67 @@ class TaskBase(Strict):
     _positions: Any = PrivateAttr(None)  # loader.PositionMap: where each field was written, for located errors
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", description="task name (metrics key)")
-    description: str | None = None
-    source: Source
+    description: str | None = Field(None, description="one line for `urpo-kit tasks` and the model card")
+    source: Source = Field(..., description="where the rows come from")
     fields: dict[str, str] = Field(
         default_factory=dict,
         description="template variables as Jinja2 expressions over the raw row (a column name is one); raw columns stay visible",
     )
-    reward: RewardSpec = Field(default_factory=RewardSpec)
+    reward: RewardSpec = Field(default_factory=RewardSpec, description="reward weights")
 
 
 # --------------------------------------------------------------------------------------------- recipe
 class Lora(Strict):
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.05, ge=0.0, le=1.0)
-    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    """LoRA adapters (peft) instead of full fine-tuning; merged into `final/` at the end."""
+
+    r: int = Field(16, ge=1, description="adapter rank")
+    alpha: int = Field(32, ge=1, description="scaling numerator (the update is scaled by alpha / r)")
+    dropout: float = Field(0.05, ge=0.0, le=1.0, description="dropout on the adapter input")
+    target_modules: list[str] | Literal["all-linear"] = Field("all-linear", description="module names to adapt")
 
 
 class ModelSpec(Strict):
+    """The model that plays both roles (or a suite's model and win-rate judge)."""
+
     name: str = Field("bundled:smollm2-135m-instruct", description="hub id, local folder, or bundled:NAME")
-    revision: str | None = None
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    lora: Lora | None = None
-    gradient_checkpointing: bool = False
-    trust_remote_code: bool = False
+    revision: str | None = Field(None, description="hub revision (hub ids only)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights' dtype; auto: bfloat16 on a GPU that supports it, else float32")
+    lora: Lora | None = Field(None, description="train LoRA adapters (default: full fine-tuning)")
+    gradient_checkpointing: bool = Field(False, description="recompute activations to save memory")
+    trust_remote_code: bool = Field(False, description="allow the checkpoint's own modelling code")
 
 
 class TaskRef(Strict):
+    """One task of a recipe's mix."""
+
+    _overrides_at: Any = PrivateAttr(None)  # where each override was written (set by the loader)
+
     task: Path = Field(..., description="task YAML, relative to the recipe")
     weight: float = Field(1.0, gt=0.0, description="share of the mixed stream (weights are normalised)")
     overrides: dict[str, Any] = Field(default_factory=dict, description="key.path: value overrides for this task")
 
 
 class Grpo(Strict):
+    """GRPO settings, passed to TRL's GRPOConfig."""
+
     group_size: int = Field(4, ge=2, description="G rollouts per prompt")
     steps: int = Field(30, ge=1, description="optimizer steps; the stream holds steps * prompts_per_step episodes")
-    prompts_per_step: int = Field(8, ge=1)
-    lr: float = Field(1e-5, gt=0.0)
+    prompts_per_step: int = Field(8, ge=1, description="prompts per optimizer step (each gets group_size answers)")
+    lr: float = Field(1e-5, gt=0.0, description="learning rate (constant after warmup_steps)")
     beta: float = Field(0.0, ge=0.0, description="KL coefficient (0: no reference model)")
-    epsilon: float = Field(0.2, gt=0.0)
-    num_iterations: int = Field(1, ge=1)
-    scale_rewards: Literal["group", "batch", "none"] = "group"
-    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "dapo"
-    max_grad_norm: float = 1.0
-    warmup_steps: int = 0
-    gradient_accumulation_steps: int = 1
+    epsilon: float = Field(0.2, gt=0.0, description="PPO-style clipping range of the probability ratio")
+    num_iterations: int = Field(1, ge=1, description="optimizer passes over each generated batch")
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group", description="advantages divided by the reward std of the group, the batch, or not at all")
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field("dapo", description="TRL's loss normalisation")
+    max_grad_norm: float = Field(1.0, description="gradient clipping norm")
+    warmup_steps: int = Field(0, description="linear learning-rate warmup steps")
+    gradient_accumulation_steps: int = Field(1, description="micro-batches per optimizer step")
     per_device_batch_size: int | None = Field(None, description="completions per device per micro-batch (default: all)")
-    logging_steps: int = 1
-    save_steps: int = Field(10, ge=1)
-    save_total_limit: int | None = 3
+    logging_steps: int = Field(1, description="log metrics every N steps")
+    save_steps: int = Field(10, ge=1, description="checkpoint every N steps")
+    save_total_limit: int | None = Field(3, description="checkpoints kept (older ones are deleted); null: all")
 
 
 class Roles(Strict):
@@ -284,29 +298,39 @@ class EvalRoles(Roles):
 
 
 class Generation(Strict):
-    backend: Literal["hf", "vllm_server", "vllm_colocate"] = "hf"
-    vllm_server_url: str | None = None
-    vllm_gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0)
-    vllm_tensor_parallel_size: int = 1
+    """Where rollouts are generated."""
+
+    backend: Literal["hf", "vllm_server", "vllm_colocate"] = Field(
+        "hf", description="hf: transformers generate; vllm_server: a `trl vllm-serve` server; vllm_colocate: a vLLM "
+                          "engine in each training process")
+    vllm_server_url: str | None = Field(None, description="server URL for vllm_server (default: TRL's)")
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0, description="GPU memory share of a colocated "
+                                                                                 "engine")
+    vllm_tensor_parallel_size: int = Field(1, description="tensor parallelism of a colocated engine")
 
 
 class RecipeEval(Strict):
+    """Held-out evaluation during training."""
+
     every: int = Field(10, ge=0, description="held-out evaluation every N steps (0: never); also at step 0 and the end")
     suites: list[Path] = Field(default_factory=list, description="eval suite YAMLs, relative to the recipe")
 
 
 class Recipe(Strict):
+    """A recipe file (see recipes/): model, task mix, GRPO settings, role sampling, evaluation."""
+
     _origin: Path | None = PrivateAttr(None)  # the YAML file this recipe was loaded from (set by the loader)
     _positions: Any = PrivateAttr(None)  # loader.PositionMap
 
-    model: ModelSpec = Field(default_factory=ModelSpec)
-    tasks: list[TaskRef] = Field(..., min_length=1)
-    grpo: Grpo = Field(default_factory=Grpo)
-    roles: Roles = Field(default_factory=Roles)
-    generation: Generation = Field(default_factory=Generation)
-    eval: RecipeEval = Field(default_factory=RecipeEval)
-    seed: int = 0
-    output_dir: Annotated[Path, OutputPath()] = Path("runs/default")
+    model: ModelSpec = Field(default_factory=ModelSpec, description="the model trained as player and referee")
+    tasks: list[TaskRef] = Field(..., min_length=1, description="the task mix")
+    grpo: Grpo = Field(default_factory=Grpo, description="GRPO settings")
+    roles: Roles = Field(default_factory=Roles, description="sampling per role")
+    generation: Generation = Field(default_factory=Generation, description="generation backend")
+    eval: RecipeEval = Field(default_factory=RecipeEval, description="held-out evaluation")
+    seed: int = Field(0, description="seed of the stream's phases, later passes' shuffles and training")
+    output_dir: Annotated[Path, OutputPath()] = Field(Path("runs/default"), description="the run folder (relative "
+                                                                                        "to the working folder)")
     allow_code: bool = Field(False, description="allow dotted-path `pkg.mod:fn` verifiers and generators")
     accelerate_config: Path | None = Field(None, description="accelerate config used by the launch command (documentation)")
 

@@ -22,6 +22,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
 class _Benchmark(Strict):
     kind: ClassVar[str]   # the task kind a benchmark's `task` must be
+    _overrides_at: Any = PrivateAttr(None)  # where each override was written (set by the loader)
 
     name: str | None = Field(None, pattern=NAME_PATTERN,
                              description="metrics key (`player/NAME/accuracy`); default: the task's name")
@@ -119,12 +120,12 @@ class EvalSuite(Strict):
     _origin: Path | None = PrivateAttr(None)  # the YAML file this suite was loaded from (set by the loader)
     _positions: Any = PrivateAttr(None)  # loader.PositionMap
 
-    name: str = Field(..., pattern=NAME_PATTERN)
-    description: str | None = None
+    name: str = Field(..., pattern=NAME_PATTERN, description="suite name (run folder and metrics prefix)")
+    description: str | None = Field(None, description="one line for the report")
     model: ModelSpec = Field(default_factory=ModelSpec, description="model for `urpo-kit eval` (`--model` overrides)")
-    player: list[PlayerBenchmark] = Field(default_factory=list)
-    referee: list[RefereeBenchmark] = Field(default_factory=list)
-    winrate: list[WinRateBenchmark] = Field(default_factory=list)
+    player: list[PlayerBenchmark] = Field(default_factory=list, description="player benchmarks")
+    referee: list[RefereeBenchmark] = Field(default_factory=list, description="referee benchmarks")
+    winrate: list[WinRateBenchmark] = Field(default_factory=list, description="win-rate benchmarks")
     sampling: EvalRoles = Field(default_factory=EvalRoles, description="sampling per role (greedy by default)")
     batch_size: int = Field(16, ge=1, description="generation batch size (lm-eval's HFLM and the referee)")
     limit: int | None = Field(None, ge=1, description="default row limit of every benchmark")

@@ -18,7 +18,7 @@ import urpo_kit.config.files as files
 from urpo_kit.errors import ConfigError, Problem
 
 Loc = tuple[Any, ...]
-Overrides = Union[Sequence[str], Mapping[str, Any]]
+Overrides = Union[Sequence[Union[str, "WrittenOverride"]], Mapping[str, Any]]
 
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
@@ -285,6 +285,10 @@ def _document_tree(doc: yaml.Node, path: Path, chain: tuple[Path, ...]) -> _Node
             problems.append(Problem(item.mark.file, item.mark.line, item.mark.column, "include",
                                     f"include cycle: {names}"))
             continue
+        if not target.exists():  # named where the include is written: that is the line to fix
+            problems.append(Problem(item.mark.file, item.mark.line, item.mark.column, "include",
+                                    f"included file `{target}` not found"))
+            continue
         try:
             loaded = _file_tree(target, (*chain, target))
         except _Problems as err:
@@ -320,18 +324,27 @@ def _python_tree(value: Any, mark: Mark) -> _Node:
     return _Node(value, mark, mark)
 
 
-def _parse_override(text: str) -> tuple[list[str], _Node, Mark]:
+class WrittenOverride(NamedTuple):
+    """A `key.path=value` override that was written in a file (a recipe's or suite's `overrides:` for a task) at
+    `mark`: its errors point there, and a relative path in its value resolves against that file's folder, as every
+    path written in a file does (a plain string override is the command line's: the working folder)."""
+
+    text: str
+    mark: Mark
+
+
+def _parse_override(text: str, mark: Mark | None = None) -> tuple[list[str], _Node, Mark]:
     """`a.b.0=value` -> (["a", "b", "0"], value tree, mark); the value is YAML."""
-    mark = Mark(f"<override {text!r}>", None, None)
+    mark = mark or Mark(f"<override {text!r}>", None, None)
     if "=" not in text:
-        raise _Problems([Problem(mark.file, None, None, "", "expected `key.path=value`")])
+        raise _Problems([Problem(*mark, "", "expected `key.path=value`")])
     key, _, raw = text.partition("=")
     parts = [p.strip() for p in key.strip().split(".")]
     if not all(parts):
-        raise _Problems([Problem(mark.file, None, None, key.strip(), "empty key in `key.path=value`")])
+        raise _Problems([Problem(*mark, key.strip(), "empty key in `key.path=value`")])
     docs = _compose(raw, mark.file, override=True)
     if len(docs) > 1:
-        raise _Problems([Problem(mark.file, None, None, key.strip(), "the value holds more than one YAML document")])
+        raise _Problems([Problem(*mark, key.strip(), "the value holds more than one YAML document")])
     value = _build(docs[0], mark.file, fixed=mark, loc=tuple(parts)) if docs else _Node(None, mark)
     return parts, value, mark
 
@@ -389,7 +402,8 @@ def _apply_overrides(root: _Node, overrides: Overrides) -> None:
         items = []
         for text in ([overrides] if isinstance(overrides, str) else overrides):
             try:
-                items.append(_parse_override(str(text)))
+                written = isinstance(text, WrittenOverride)
+                items.append(_parse_override(*text) if written else _parse_override(str(text)))
             except _Problems as err:
                 problems.extend(err.problems)
     for parts, value, mark in items:

@@ -24,10 +24,11 @@ def rich_table(title: str, header: Sequence[str], rows: list[Sequence[str]]) -> 
 
 
 def eval_command(args: Sequence[str], *, model: str | None, output: Path | None, compare: bool, progress: bool,
-                 console: Console) -> Path:
-    """`args` is SUITE.yaml followed by overrides, or (with `compare`) two run folders; returns the folder written."""
+                 console: Console, overrides: Sequence[str] = ()) -> Path:
+    """`args` is SUITE.yaml followed by overrides (shorthand for `overrides`, the `--set` values), or (with
+    `compare`) two run folders; returns the folder written."""
     if compare:
-        if len(args) != 2 or model is not None:
+        if len(args) != 2 or model is not None or overrides:
             raise UrpoError("--compare takes exactly two run folders: urpo-kit eval --compare RUN_A RUN_B")
         from urpo_kit.eval.report import COMPARE_HEADER, compare_runs
 
@@ -39,7 +40,7 @@ def eval_command(args: Sequence[str], *, model: str | None, output: Path | None,
         return folder
     if not args:
         raise UrpoError("give a suite YAML (or --compare RUN_A RUN_B)")
-    suite_path, overrides = Path(args[0]), list(args[1:])
+    suite_path, overrides = Path(args[0]), [*args[1:], *overrides]
     from urpo_kit.config.suite import load_suite
     from urpo_kit.eval.report import summary_table
     from urpo_kit.eval.runner import check_suite, run_suite

@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from urpo_kit.compiler import override_strings
 from urpo_kit.config.loader import position_of
+from urpo_kit.config.refs import written_overrides
 from urpo_kit.kinds import load_task
 from urpo_kit.config.schema import Recipe, Source
 from urpo_kit.config.suite import EvalSuite, load_suite
@@ -67,13 +67,13 @@ def suite_overlaps(recipe: Recipe, suite: EvalSuite) -> list[str]:
     suite's benchmark and the recipe's task by file and line."""
     training = []
     for i, ref in enumerate(recipe.tasks):
-        spec = load_task(ref.task, override_strings(ref.overrides))
+        spec = load_task(ref.task, written_overrides(ref))
         training.append((f"tasks.{i}", spec.name, spec.source))
     warnings = []
     for role in ("player", "referee", "winrate"):
         for i, bench in enumerate(getattr(suite, role)):
             if bench.task is not None:
-                source = load_task(bench.task, override_strings(bench.overrides)).source
+                source = load_task(bench.task, written_overrides(bench)).source
             elif getattr(bench, "source", None) is not None:
                 source = bench.source
             else:

@@ -28,8 +28,9 @@ from typing import Any, Sequence
 
 from pydantic import ValidationError
 
-from urpo_kit.compiler import override_strings, prepare_task
+from urpo_kit.compiler import prepare_task
 from urpo_kit.config.loader import folder_of
+from urpo_kit.config.refs import written_overrides
 from urpo_kit.config.schema import RefereeSpec, Source
 from urpo_kit.config.suite import RefereeBenchmark
 from urpo_kit.errors import SourceError, UrpoError
@@ -148,7 +149,7 @@ def load_preference_set(bench: RefereeBenchmark, *, name: str, limit: int | None
             skipped.append(SkippedRow(number, str(e)))
 
     if bench.task is not None:
-        prepared = prepare_task(bench.task, override_strings(bench.overrides), allow_code=allow_code, limit=limit)
+        prepared = prepare_task(bench.task, written_overrides(bench), allow_code=allow_code, limit=limit)
         task, loaded = prepared.task, prepared.rows
         if not isinstance(task, Preference):
             raise UrpoError(f"{bench.task}: a referee benchmark needs a preference task, not {task.kind}")

@@ -20,8 +20,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from urpo_kit.compiler import override_strings, prepare_task
+from urpo_kit.compiler import prepare_task
 from urpo_kit.config.loader import folder_of, position_of
+from urpo_kit.config.refs import require_named_files, written_overrides
 from urpo_kit.config.suite import EvalSuite, PlayerBenchmark, RefereeBenchmark, WinRateBenchmark
 from urpo_kit.errors import ConfigError, Problem, UrpoError
 from urpo_kit.kinds import load_task
@@ -83,7 +84,7 @@ def _default_name(bench: PlayerBenchmark | RefereeBenchmark | WinRateBenchmark) 
     if getattr(bench, "lm_eval", None):
         return str(bench.lm_eval)
     if bench.task is not None:
-        return load_task(bench.task, override_strings(bench.overrides)).name
+        return load_task(bench.task, written_overrides(bench)).name
     source = bench.source
     assert source is not None
     label = Path(source.path).name if source.path is not None else describe_source(source).rsplit("/", 1)[-1]
@@ -109,12 +110,13 @@ def check_suite(suite: EvalSuite) -> None:
     """What can fail in a suite before any model loads: benchmark names, and each benchmark's task resolved, its rows
     read and its kind the one its section needs (a player benchmark runs a verifiable task, a referee benchmark a
     preference task, a win rate an open-ended one), each a located error."""
+    require_named_files(suite)
     benchmark_names(suite)
     for section in ("player", "referee", "winrate"):
         for i, bench in enumerate(getattr(suite, section)):
             if bench.task is None:
                 continue
-            prepared = prepare_task(bench.task, override_strings(bench.overrides), allow_code=suite.allow_code,
+            prepared = prepare_task(bench.task, written_overrides(bench), allow_code=suite.allow_code,
                                     limit=bench.limit or suite.limit)
             check_kind(suite, f"{section}.{i}.task", bench, prepared.task.kind)
 
@@ -146,7 +148,7 @@ def _player(bench: PlayerBenchmark, name: str, suite: EvalSuite, model: Any, tok
     limit = bench.limit or suite.limit
     start = time.perf_counter()
     if bench.task is not None:
-        prepared = prepare_task(bench.task, override_strings(bench.overrides), allow_code=suite.allow_code, limit=limit)
+        prepared = prepare_task(bench.task, written_overrides(bench), allow_code=suite.allow_code, limit=limit)
         task_name = f"urpo-{name}"
         exported = export_task(prepared, workdir / "lm_eval_tasks" / name, name=task_name, sampling=sampling,
                                stop=bench.stop)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from urpo_kit.compiler import override_strings, prepare_task
+from urpo_kit.compiler import prepare_task
+from urpo_kit.config.refs import written_overrides
 from urpo_kit.config.suite import WinRateBenchmark
 from urpo_kit.errors import UrpoError
 from urpo_kit.kinds import OpenEnded
@@ -46,7 +47,7 @@ def run_winrate(bench: WinRateBenchmark, *, player: Backend, judge: Backend, jud
                 player_sampling: SamplingParams, judge_sampling: SamplingParams, seed: int, suite_dir: Path | None,
                 allow_code: bool = False) -> WinRateResult:
     """Generate the model's answers, then judge them against the references in one batched call."""
-    prepared = prepare_task(bench.task, override_strings(bench.overrides),
+    prepared = prepare_task(bench.task, written_overrides(bench),
                             allow_code=allow_code, limit=limit)
     task = prepared.task
     if not isinstance(task, OpenEnded):

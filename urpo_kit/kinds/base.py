@@ -126,6 +126,10 @@ class ResolvedTask(ABC, Generic[P]):
         """Score the completions of this task in one batch (all G of a prompt together, in stream order); `log`
         takes the per-group and per-step metrics that are not per completion."""
 
+    def prompts(self, episode: Episode[P]) -> dict[str, Messages]:
+        """Every prompt the model sees for this episode, by role (`render` shows them): the episode's own."""
+        return {self.role: episode.messages}
+
     @abstractmethod
     def check(self, episode: Episode[P]) -> str:
         """`validate`'s check of the reward path on one rendered row: a one-line summary, or a FieldError."""

@@ -13,7 +13,7 @@ from pydantic import Field
 from urpo_kit.config.schema import Prompt, RefereeSpec, TaskBase
 from urpo_kit.kinds.base import Completion, Episode, LogMetric, Messages, Payload, PlayerPrompt, ResolvedTask, Score
 from urpo_kit.recast import Templates, stable_seed
-from urpo_kit.referee.view import RefereeRenderer
+from urpo_kit.referee.view import RefereeRenderer, RefereeView
 from urpo_kit.referee import JudgeItem, Verdict
 from urpo_kit.rewards import combine, spearman
 
@@ -27,9 +27,10 @@ class SelfRefereeSpec(RefereeSpec):
 class OpenEndedTask(TaskBase):
     """Player task with no reference: the current model ranks its own G answers."""
 
-    kind: Literal["open_ended"]
-    player: Prompt
-    self_referee: SelfRefereeSpec = Field(default_factory=SelfRefereeSpec)
+    kind: Literal["open_ended"] = Field(..., description="the player answers; the same model ranks its answers")
+    player: Prompt = Field(..., description="the player's prompt")
+    self_referee: SelfRefereeSpec = Field(default_factory=SelfRefereeSpec,
+                                          description="how the current model judges the group's answers")
 
 
 @dataclass(frozen=True)
@@ -87,13 +88,19 @@ class OpenEnded(ResolvedTask[OpenEndedEpisode]):
                 log("referee/rank_length_spearman", rho)
         return out
 
+    def example_judgment(self, episode: Episode[OpenEndedEpisode]) -> RefereeView:
+        """The self-referee's prompt for this episode over placeholder answers (the real ones exist only in
+        training), as many as one judgment of the mode shows; its prefill ends the messages."""
+        placeholders = [f"(answer {i + 1})" for i in range(self.referee.mode.example)]
+        return self.referee.render(episode.payload.instruction, placeholders,
+                                   random.Random(stable_seed("example", self.name)))
+
+    def prompts(self, episode: Episode[OpenEndedEpisode]) -> dict[str, Messages]:
+        return {"player": episode.messages, "referee": self.example_judgment(episode).messages}
+
     def check(self, episode: Episode[OpenEndedEpisode]) -> str:
-        mode = self.referee.mode
-        placeholders = [f"(answer {i + 1})" for i in range(mode.example)]
-        view = self.referee.render(episode.payload.instruction, placeholders,
-                                   random.Random(stable_seed("validate", self.name)))
-        self.referee.check_prefill(view)
-        return f"player and {mode} self-referee prompts render"
+        self.referee.check_prefill(self.example_judgment(episode))
+        return f"player and {self.referee.mode} self-referee prompts render"
 
 
 def _groups(completions: Sequence[Completion]) -> list[list[Completion]]:

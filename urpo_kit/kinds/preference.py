@@ -24,13 +24,14 @@ _JUDGE_ONLY = ("debias", "samples", "sampling")
 class PreferenceTask(TaskBase):
     """Referee task: rank candidates whose gold order is known (best first)."""
 
-    kind: Literal["preference"]
+    kind: Literal["preference"] = Field(..., description="the model as referee ranks candidates with a known order")
     prompt: str = Field("{{ prompt }}", description="Jinja2: the question the candidates answer")
     candidates: str = Field("ranked", description="Jinja2 expression giving the candidate list, best first")
-    referee: RefereeSpec = Field(default_factory=RefereeSpec)
-    score: Literal["exact", "top1", "kendall", "pairwise"] = Field("exact")
-    min_candidates: int = Field(2, ge=2)
-    max_candidates: int = Field(8, ge=2)
+    referee: RefereeSpec = Field(default_factory=RefereeSpec, description="how the referee is shown the candidates")
+    score: Literal["exact", "top1", "kendall", "pairwise"] = Field(
+        "exact", description="how the parsed ranking is scored against the gold order")
+    min_candidates: int = Field(2, ge=2, description="a row with fewer candidates is skipped (counted)")
+    max_candidates: int = Field(8, ge=2, description="a row with more candidates is skipped (counted)")
     position_balance: float = Field(
         0.0, ge=0.0, description="training only: a judgment whose top pick sits at shown position j gains "
         "weight x max(0, 1/N - f_j), f_j being the share of this step's judgments of the task that picked position "

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydantic import Field
+
 from urpo_kit.config.schema import Answer, Prompt, TaskBase
 from urpo_kit.errors import CodeNotAllowed, FieldError
 from urpo_kit.kinds.base import Completion, Episode, LogMetric, Messages, Payload, PlayerPrompt, ResolvedTask, Score
@@ -18,9 +20,9 @@ from urpo_kit.rewards import Verifier, combine, extractor, get_verifier
 class VerifiableTask(TaskBase):
     """Player task with a ground-truth answer checked by a verifier."""
 
-    kind: Literal["verifiable"]
-    player: Prompt
-    answer: Answer
+    kind: Literal["verifiable"] = Field(..., description="the player answers; a verifier checks the answer")
+    player: Prompt = Field(..., description="the player's prompt")
+    answer: Answer = Field(..., description="gold answer, extraction and verifier")
 
 
 @dataclass(frozen=True)
@@ -32,12 +34,14 @@ class VerifiableEpisode(Payload):
         return self.gold
 
 
-def gold_as_completion(extract: str, gold: str) -> str:
-    """Write the gold answer the way a well-behaved model would, so the extractor is exercised too."""
-    if extract == "boxed":
+def gold_as_completion(extract: str | Sequence[str], gold: str) -> str:
+    """Write the gold answer the way a well-behaved model would, so the extractor is exercised too; for a chain, the
+    way its first method (the preferred form) expects."""
+    how = extract if isinstance(extract, str) else extract[0]
+    if how == "boxed":
         return f"The answer is \\boxed{{{gold}}}."
-    if extract.startswith("tag:"):
-        tag = extract.split(":", 1)[1]
+    if how.startswith("tag:"):
+        tag = how.split(":", 1)[1]
         return f"<{tag}>{gold}</{tag}>"
     return gold
 
@@ -96,8 +100,12 @@ class Verifiable(ResolvedTask[VerifiableEpisode]):
         gold, row = episode.payload.gold, episode.row
         completion = gold_as_completion(self.spec.answer.extract, gold)
         if self.extract(completion) is None:
-            raise FieldError("answer.extract", f"`{self.spec.answer.extract}` extracts nothing from the gold "
-                                               f"{completion!r}", row_number=row)
+            how = self.spec.answer.extract
+            written = how if isinstance(how, str) else f"[{', '.join(how)}]"
+            hint = ("; a `choice` verifier finds the letter in the whole reply itself: use `extract: full`"
+                    if self.spec.answer.verifier == "choice" else "")
+            raise FieldError("answer.extract", f"`{written}` extracts nothing from the gold {completion!r}{hint}",
+                             row_number=row)
         try:
             score = self.score_text(completion, gold)
         except Exception as e:  # noqa: BLE001 - a user verifier failing on the gold is a task problem

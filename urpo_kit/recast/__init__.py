@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 
 from urpo_kit.config.files import BUILTIN_TEMPLATES, FileRefused
-from urpo_kit.errors import FieldError
+from urpo_kit.errors import FieldError, undefined_hint
 from urpo_kit.recast.sandbox import BoundedEnvironment, checked, environment, read_template, render_bounded
 
 
@@ -103,7 +103,7 @@ def render(template: Any, variables: dict[str, Any], field_name: str, row_number
         return value
     except Exception as e:  # also a template calling a method on the wrong type, a bad index, ...
         if isinstance(e, jinja2.UndefinedError):
-            message = f"undefined template variable: {e.message}"
+            message = f"undefined template variable: {e.message}{undefined_hint(e.message, variables)}"
         elif isinstance(e, jinja2.TemplateError):
             message = f"template error: {e}"
         else:

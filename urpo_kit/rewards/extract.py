@@ -9,9 +9,7 @@ from __future__ import annotations
 import bisect
 import functools
 import re
-from collections.abc import Callable
-
-EXTRACT_METHODS = ("boxed", "last_number", "tag:NAME", "regex:PATTERN", "full")
+from collections.abc import Callable, Sequence
 
 _BOX_START = re.compile(r"\\(?:boxed|fbox)\s*\{")
 # A number as written in prose: optional sign and currency, thousands groups, decimals, an optional `/denominator`.
@@ -26,27 +24,43 @@ _TAG_NAME = re.compile(r"[A-Za-z_][\w.\-]*")
 Extractor = Callable[[str], "str | None"]
 
 
-def extractor(how: str) -> Extractor:
+def whole_text(text: str) -> str:
+    """The whole completion (stripped): for verifiers that find the answer themselves, e.g. `choice`."""
+    return text
+
+
+def _tag_finder(name: str) -> Extractor:
+    if not _TAG_NAME.fullmatch(name):
+        raise ValueError(f"`tag:{name}`: tag name must look like an XML name, e.g. `tag:answer`")
+    return functools.partial(_last_tag, name=name)
+
+
+def _regex_finder(pattern: str) -> Extractor:
+    if not pattern:
+        raise ValueError("`regex:` needs a pattern, e.g. `regex:Answer: (\\S+)`")
+    try:
+        return functools.partial(_last_regex, pattern=re.compile(pattern))
+    except re.error as e:
+        raise ValueError(f"`regex:{pattern}`: invalid regular expression: {e}") from None
+
+
+def extractor(how: str | Sequence[str]) -> Extractor:
     """The extraction `how` names (see `EXTRACT_METHODS`) as a callable, resolved once: a typo fails here, at load
-    time, rather than scoring 0 forever. The callable returns the stripped answer, or `None` when there is none."""
-    if how in ("boxed", "last_number", "full"):
-        find: Callable[[str], str | None] = {"boxed": last_boxed, "last_number": last_number,
-                                             "full": lambda text: text}[how]
-    elif how.startswith("tag:"):
-        name = how[4:]
-        if not _TAG_NAME.fullmatch(name):
-            raise ValueError(f"`{how}`: tag name must look like an XML name, e.g. `tag:answer`")
-        find = functools.partial(_last_tag, name=name)
-    elif how.startswith("regex:"):
-        if not how[6:]:
-            raise ValueError("`regex:` needs a pattern, e.g. `regex:Answer: (\\S+)`")
-        try:
-            pattern = re.compile(how[6:])
-        except re.error as e:
-            raise ValueError(f"`{how}`: invalid regular expression: {e}") from None
-        find = functools.partial(_last_regex, pattern=pattern)
+    time, rather than scoring 0 forever. A list is a chain, tried in turn until one finds an answer (`[boxed,
+    last_number]`: a boxed answer, else the last number). The callable returns the stripped answer, or `None`."""
+    if not isinstance(how, str):
+        if not how:
+            raise ValueError("an extraction chain needs at least one method")
+        chain = [extractor(h) for h in how]
+        return lambda text: next((found for find in chain if (found := find(text)) is not None), None)
+    name, colon, arg = how.partition(":")
+    if colon and name in PARAMETRIC_EXTRACTORS:
+        find = PARAMETRIC_EXTRACTORS[name][1](arg)
+    elif how in EXTRACTORS:
+        find = EXTRACTORS[how]
     else:
-        raise ValueError(f"unknown extract method `{how}`; valid: {', '.join(EXTRACT_METHODS)}")
+        raise ValueError(f"unknown extract method `{how}`; valid: {', '.join(EXTRACT_METHODS)}, or a list of them "
+                         "tried in turn")
 
     def extract(text: str) -> str | None:
         found = find(text)
@@ -55,7 +69,7 @@ def extractor(how: str) -> Extractor:
     return extract
 
 
-def extract_answer(text: str, how: str) -> str | None:
+def extract_answer(text: str, how: str | Sequence[str]) -> str | None:
     """The answer in `text` according to `how` (see `EXTRACT_METHODS`), stripped; `None` when there is none."""
     return extractor(how)(text)
 
@@ -123,3 +137,17 @@ def _last_regex(text: str, pattern: re.Pattern[str]) -> str | None:
     if m.re.groups and m.group(1) is not None:
         return m.group(1)
     return m.group(0)
+
+
+# --------------------------------------------------------------------------------------------- registry
+# What `extractor` resolves names from, and what the generated reference documents (each function's docstring says
+# what it returns): plain methods, and methods written `NAME:ARGUMENT`, whose finder is built from the argument.
+EXTRACTORS: dict[str, Extractor] = {"boxed": last_boxed, "last_number": last_number,
+                                    "full": whole_text}
+# NAME:ARGUMENT methods: (what the argument is, the finder built from it, the function whose docstring says what
+# it returns)
+PARAMETRIC_EXTRACTORS: dict[str, tuple[str, Callable[[str], Extractor], Callable[..., str | None]]] = {
+    "tag": ("NAME", _tag_finder, _last_tag),
+    "regex": ("PATTERN", _regex_finder, _last_regex),
+}
+EXTRACT_METHODS = (*EXTRACTORS, *(f"{name}:{arg}" for name, (arg, _, _) in PARAMETRIC_EXTRACTORS.items()))

@@ -13,7 +13,13 @@ import statistics
 from collections.abc import Sequence
 from functools import lru_cache
 
-SCORE_METHODS = ("exact", "top1", "kendall", "pairwise")
+# ranking score -> what it gives (for messages and the generated reference); `score_ranking` computes them
+SCORE_METHODS = {
+    "exact": "1 when the whole ranking equals the gold order, else 0 (for two candidates: choice accuracy)",
+    "top1": "1 when the best gold candidate is ranked first, else 0",
+    "kendall": "Kendall's tau with the gold order mapped to [0, 1] by (tau + 1) / 2",
+    "pairwise": "the share of candidate pairs ordered as in the gold order (equal to `kendall` on total orders)",
+}
 
 # A colon is required after common words ("answer", "order") so that prose like "its answer is 1" is no marker.
 _MARKER = re.compile(

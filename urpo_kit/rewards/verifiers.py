@@ -7,7 +7,6 @@ never raise on odd model output: a training run must not die because one complet
 
 from __future__ import annotations
 
-import difflib
 import functools
 import math as _math
 import re
@@ -16,6 +15,7 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
+from urpo_kit.errors import did_you_mean
 from urpo_kit.rewards.extract import last_boxed
 from urpo_kit.plugins import is_dotted_path, resolve_callable
 
@@ -223,8 +223,5 @@ def get_verifier(name: str, *, allow_code: bool = False) -> Verifier:
     try:
         return VERIFIERS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, VERIFIERS, n=1)
-        hint = f"; did you mean `{close[0]}`?" if close else ""
-        raise ValueError(
-            f"unknown verifier `{name}`; valid: {', '.join(VERIFIERS)} or `package.module:function`{hint}"
-        ) from None
+        raise ValueError(f"unknown verifier `{name}`; valid: {', '.join(VERIFIERS)} or `package.module:function`"
+                         f"{did_you_mean(name, VERIFIERS)}") from None

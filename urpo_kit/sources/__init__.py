@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from urpo_kit.config.schema import Source
-from urpo_kit.errors import CodeNotAllowed, SourceError
+from urpo_kit.errors import SourceError
 from urpo_kit.sources.files import Rows, iter_file
 from urpo_kit.sources.generators import GENERATORS, generate, resolve_generator
 from urpo_kit.sources.hf import iter_hf
@@ -121,17 +121,12 @@ def load_rows(
     *,
     base_dir: Path | None = None,
     allow_code: bool = False,
-    origin: str | None = None,
     progress: bool = False,
 ) -> LoadedRows:
     """Read, clean, shuffle, skip and limit the rows of `source`.
 
-    `base_dir` resolves a relative `source.path`; `origin` (the task YAML) prefixes every error message;
-    `allow_code` permits `pkg.mod:fn` generators; `progress` shows download progress for hub datasets.
+    `base_dir` resolves a relative `source.path`; `allow_code` permits `pkg.mod:fn` generators; `progress` shows
+    download progress for hub datasets. Errors name the source; a task's caller locates them at its `source` line
+    (`compiler.source_error`).
     """
-    try:
-        return _load(source, base_dir, allow_code, progress)
-    except (SourceError, CodeNotAllowed) as e:
-        if origin is None:
-            raise
-        raise type(e)(f"{origin}: source: {e}") from None
+    return _load(source, base_dir, allow_code, progress)

@@ -2,7 +2,7 @@
 
 Offline, `load_dataset` spends ~25 s in retries before it gives up, so the hub is probed first with one short
 socket connect (cached per process). When the probe fails, or `HF_HUB_OFFLINE` is set, only the local cache is
-tried, and a miss is a SourceUnavailable that names the dataset and the `source.path` override.
+tried, and a miss is a SourceUnavailable that names the dataset and the `--set source=...` override.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def _unavailable(source: Source, why: str) -> SourceUnavailable:
     return SourceUnavailable(
         f"hf:{source.hf}: dataset `{source.hf}` is not in the local cache and the Hugging Face Hub cannot be used "
         f"({why}); run once with network access to cache it, or override the source with a local copy, "
-        "e.g. `source={path: data.jsonl}`"
+        "e.g. `--set 'source={path: data.jsonl}'` (relative to the working folder)"
     )
 
 

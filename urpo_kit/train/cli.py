@@ -28,7 +28,9 @@ def heldout_table(heldout: dict[int, dict[str, float]], run_dir: Path | None = N
 
 def train_command(
     recipe: Path = typer.Argument(..., help="recipe YAML"),
-    overrides: Optional[List[str]] = typer.Argument(None, help="key.path=value overrides, e.g. grpo.steps=5"),
+    positional: Optional[List[str]] = typer.Argument(None, metavar="[key.path=value ...]",
+                                                     help="overrides, shorthand for --set, e.g. grpo.steps=5"),
+    overrides: List[str] = typer.Option([], "--set", "-s", help="key.path=value override (repeatable)"),
     resume: bool = typer.Option(False, "--resume", help="continue from the latest checkpoint in output_dir"),
     allow_code: bool = typer.Option(False, "--allow-code", help="allow dotted-path pkg.mod:fn verifiers/generators"),
     verbose: bool = typer.Option(False, "--verbose", help="also show the libraries' progress bars and info logs"),
@@ -42,7 +44,7 @@ def train_command(
     from urpo_kit.train.trainer import is_main_process, train
 
     with allowed_paths(allow_path):
-        spec = load_recipe(recipe, overrides or [])
+        spec = load_recipe(recipe, [*(positional or []), *overrides])
         if allow_code:
             spec.allow_code = True
         with quiet_libraries(verbose):
