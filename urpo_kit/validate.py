@@ -23,10 +23,11 @@ from rich.markup import escape
 from urpo_kit.compiler import PreparedTask, prepare_task
 from urpo_kit.config.loader import Overrides, folder_of, load_recipe, locate
 from urpo_kit.config.refs import located, require_named_files, written_overrides
+from urpo_kit.config.schema import ModelSpec, Recipe
 from urpo_kit.config.yaml_tree import load_yaml
-from urpo_kit.config.schema import ModelSpec
 from urpo_kit.config.suite import EvalSuite, load_suite
 from urpo_kit.errors import ConfigError, FieldError, SourceError, SourceUnavailable, UrpoError
+from urpo_kit.eval.overlap import recipe_overlaps
 from urpo_kit.eval.runner import check_kind
 from urpo_kit.kinds import load_task, resolve
 from urpo_kit.sources import describe_skipped, load_rows
@@ -60,14 +61,15 @@ def validate_files(files: Sequence[Path], overrides: Sequence[str], *, allow_cod
     for path in files:
         try:
             kind = _file_kind(path)
-            for check in _expand(path, kind, overrides, allow_code, rows):
+            recipe = load_recipe(path, overrides) if kind == "recipe" else None
+            checks = _recipe(path, recipe, allow_code, rows) if recipe is not None else _expand(path, kind, overrides,
+                                                                                          allow_code, rows)
+            for check in checks:
                 _validate_task(check, rows=rows, strict=strict, console=console, err_console=err_console)
             if kind == "suite":
                 console.print(f"ok {escape(str(path))} (eval suite)", highlight=False, soft_wrap=True)
-            if kind == "recipe":
-                from urpo_kit.eval.overlap import recipe_overlaps
-
-                for warning in recipe_overlaps(load_recipe(path, overrides)):
+            if recipe is not None:
+                for warning in recipe_overlaps(recipe):
                     err_console.print(f"[yellow]warning[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
         except UrpoError as e:
             failed += 1
@@ -91,22 +93,23 @@ def _check_model(model: BaseModel, field: str, spec: ModelSpec) -> None:
 
 
 def _expand(path: Path, kind: str, overrides: Sequence[str], allow_code: bool, rows: int | None) -> Iterator[TaskCheck]:
-    """A task file is itself; a recipe expands to its tasks (with the recipe's per-task overrides) and its eval
-    suites; an eval suite to the tasks its benchmarks name (with their overrides), its benchmarks' own sources
-    being read here."""
-    if kind == "recipe":
-        recipe = load_recipe(path, overrides)
-        _check_model(recipe, "model.name", recipe.model)
-        require_named_files(recipe)
-        for ref in recipe.tasks:
-            yield TaskCheck(f"{path} -> {ref.task.name}", ref.task, written_overrides(ref),
-                            allow_code or recipe.allow_code)
-        for suite in recipe.eval.suites:
-            yield from _suite(suite, [], allow_code or recipe.allow_code, rows)
-    elif kind == "suite":
+    """A task file is itself; an eval suite expands to the tasks its benchmarks name (with their overrides), its
+    benchmarks' own sources being read here (a recipe: `_recipe`)."""
+    if kind == "suite":
         yield from _suite(path, overrides, allow_code, rows)
     else:
         yield TaskCheck(str(path), path, list(overrides), allow_code)
+
+
+def _recipe(path: Path, recipe: Recipe, allow_code: bool, rows: int | None) -> Iterator[TaskCheck]:
+    """A recipe's tasks (with the recipe's per-task overrides) and its eval suites."""
+    allow = allow_code or recipe.allow_code
+    _check_model(recipe, "model.name", recipe.model)
+    require_named_files(recipe)
+    for ref in recipe.tasks:
+        yield TaskCheck(f"{path} -> {ref.task.name}", ref.task, written_overrides(ref), allow)
+    for suite in recipe.eval.suites:
+        yield from _suite(suite, [], allow, rows)
 
 
 def _suite(path: Path, overrides: Sequence[str], allow_code: bool, rows: int | None) -> Iterator[TaskCheck]:
@@ -122,7 +125,8 @@ def _suite(path: Path, overrides: Sequence[str], allow_code: bool, rows: int | N
                 yield TaskCheck(f"{path} -> {bench.name or bench.task.name}", bench.task,
                                 written_overrides(bench), allow, (suite, f"{section}.{i}.task", bench))
             elif getattr(bench, "source", None) is not None:
-                source = bench.source if rows is None else bench.source.model_copy(update={"limit": rows})
+                source = bench.source if rows is None else bench.source.model_copy(
+                    update={"limit": min(rows, bench.source.limit or rows)})
                 try:
                     load_rows(source, base_dir=folder_of(suite), allow_code=allow)
                 except SourceUnavailable:

@@ -62,13 +62,17 @@ def _where(model: Any, field: str) -> str:
     return f"{mark.file}:{mark.line}" if mark.line is not None else str(mark.file)
 
 
-def suite_overlaps(recipe: Recipe, suite: EvalSuite) -> list[str]:
+def _training(recipe: Recipe) -> list[tuple[str, str, Source]]:
+    """(field, task name, source) of each task the recipe trains on."""
+    specs = [load_task(ref.task, written_overrides(ref)) for ref in recipe.tasks]
+    return [(f"tasks.{i}", spec.name, spec.source) for i, spec in enumerate(specs)]
+
+
+def suite_overlaps(recipe: Recipe, suite: EvalSuite,
+                   training: list[tuple[str, str, Source]] | None = None) -> list[str]:
     """One warning per suite benchmark that evaluates rows one of the recipe's tasks trains on, each naming the
-    suite's benchmark and the recipe's task by file and line."""
-    training = []
-    for i, ref in enumerate(recipe.tasks):
-        spec = load_task(ref.task, written_overrides(ref))
-        training.append((f"tasks.{i}", spec.name, spec.source))
+    suite's benchmark and the recipe's task by file and line (`training`: the recipe's tasks, when already read)."""
+    training = _training(recipe) if training is None else training
     warnings = []
     for role in ("player", "referee", "winrate"):
         for i, bench in enumerate(getattr(suite, role)):
@@ -89,4 +93,5 @@ def suite_overlaps(recipe: Recipe, suite: EvalSuite) -> list[str]:
 
 def recipe_overlaps(recipe: Recipe) -> list[str]:
     """`suite_overlaps` for each eval suite the recipe names (its held-out evaluation)."""
-    return [w for path in recipe.eval.suites for w in suite_overlaps(recipe, load_suite(path))]
+    training = _training(recipe)  # read once for all suites
+    return [w for path in recipe.eval.suites for w in suite_overlaps(recipe, load_suite(path), training)]

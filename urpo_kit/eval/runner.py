@@ -22,7 +22,7 @@ from typing import Any
 
 from urpo_kit.compiler import prepare_task
 from urpo_kit.config.loader import folder_of, position_of
-from urpo_kit.config.refs import require_named_files, written_overrides
+from urpo_kit.config.refs import located, require_named_files, written_overrides
 from urpo_kit.config.suite import EvalSuite, PlayerBenchmark, RefereeBenchmark, WinRateBenchmark
 from urpo_kit.errors import ConfigError, Problem, UrpoError
 from urpo_kit.kinds import load_task
@@ -125,10 +125,8 @@ def check_kind(suite: EvalSuite, field: str, bench: PlayerBenchmark | RefereeBen
                kind: str) -> None:
     """A located error at the suite field naming a task of the wrong kind for its benchmark."""
     if kind != bench.kind:
-        mark = position_of(suite, field)
-        raise ConfigError(Problem(mark.file, mark.line, mark.column, field,
-                                  f"a `{field.split('.')[0]}` benchmark needs a {bench.kind} task; "
-                                  f"{Path(str(bench.task)).name} is {kind}"))
+        raise located(suite, field, f"a `{field.split('.')[0]}` benchmark needs a {bench.kind} task; "
+                                    f"{Path(str(bench.task)).name} is {kind}")
 
 
 def _lm_eval_metrics(name: str, task_results: dict[str, Any], wanted: str | None) -> tuple[dict[str, float], str]:
@@ -230,8 +228,7 @@ def _winrate(bench: WinRateBenchmark, name: str, suite: EvalSuite, backend: HFBa
         if e.field not in ("reference", "difficulty"):
             raise
         field = f"winrate.{suite.winrate.index(bench)}.{e.field}"  # the suite's own templates: located there
-        mark = position_of(suite, field)
-        raise ConfigError(Problem(mark.file, mark.line, mark.column, field, str(e).removeprefix(f"{e.field}: ")))
+        raise located(suite, field, str(e).removeprefix(f"{e.field}: ")) from None
     log = workdir / f"winrate_{name}.jsonl"
     _write_jsonl(log, result.log)
     scores = {str(entry["row"]): entry["outcome"] for entry in result.log}

@@ -16,7 +16,7 @@ from pydantic import Field
 from urpo_kit.config.loader import Overrides, folder_of, load_model, locate
 from urpo_kit.config.schema import Strict, TaskBase
 from urpo_kit.errors import ConfigError, FieldError
-from urpo_kit.kinds.base import Completion, Episode, LogMetric, Payload, ResolvedTask, Score
+from urpo_kit.kinds.base import Completion, Episode, LogMetric, Payload, ResolvedTask, Score, prompt_groups
 from urpo_kit.kinds.open_ended import OpenEnded, OpenEndedEpisode, OpenEndedTask, SelfRefereeSpec
 from urpo_kit.kinds.preference import Preference, PreferenceEpisode, PreferenceTask
 from urpo_kit.kinds.verifiable import Verifiable, VerifiableEpisode, VerifiableTask
@@ -87,5 +87,6 @@ __all__ = [
     "build",
     "episode_from_record",
     "load_task",
+    "prompt_groups",
     "resolve",
 ]

@@ -135,6 +135,17 @@ class ResolvedTask(ABC, Generic[P]):
         """`validate`'s check of the reward path on one rendered row: a one-line summary, or a FieldError."""
 
 
+def prompt_groups(completions: Sequence[Completion]) -> list[list[int]]:
+    """Indices of consecutive completions of one prompt (the same stream position): the G answers of a group."""
+    out: list[list[int]] = []
+    for i, c in enumerate(completions):
+        if out and completions[out[-1][0]].episode.position == c.episode.position:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
 class PlayerPrompt:
     """A compiled player prompt (system and user message), shared by the kinds the player answers."""
 

@@ -11,10 +11,20 @@ from typing import Any, Literal
 from pydantic import Field
 
 from urpo_kit.config.schema import Prompt, RefereeSpec, TaskBase
-from urpo_kit.kinds.base import Completion, Episode, LogMetric, Messages, Payload, PlayerPrompt, ResolvedTask, Score
+from urpo_kit.kinds.base import (
+    Completion,
+    Episode,
+    LogMetric,
+    Messages,
+    Payload,
+    PlayerPrompt,
+    ResolvedTask,
+    Score,
+    prompt_groups,
+)
 from urpo_kit.recast import Templates, stable_seed
-from urpo_kit.referee.view import RefereeRenderer, RefereeView
 from urpo_kit.referee import JudgeItem, Verdict
+from urpo_kit.referee.view import RefereeRenderer, RefereeView
 from urpo_kit.rewards import combine, spearman
 
 
@@ -70,7 +80,7 @@ class OpenEnded(ResolvedTask[OpenEndedEpisode]):
         """One judge call for all groups of the batch (called even with none: see `train.self_referee`)."""
         if self.judge is None:
             raise RuntimeError(f"{self.name}: open-ended scoring needs a judge bound to the current model")
-        groups = _groups(completions)
+        groups = [[completions[i] for i in group] for group in prompt_groups(completions)]
         start = time.perf_counter()
         verdicts = self.judge([JudgeItem(g[0].episode.payload.instruction, [c.text for c in g],
                                          key=str(g[0].episode.position)) for g in groups])
@@ -101,14 +111,3 @@ class OpenEnded(ResolvedTask[OpenEndedEpisode]):
     def check(self, episode: Episode[OpenEndedEpisode]) -> str:
         self.referee.check_prefill(self.example_judgment(episode))
         return f"player and {self.referee.mode} self-referee prompts render"
-
-
-def _groups(completions: Sequence[Completion]) -> list[list[Completion]]:
-    """Consecutive completions of one prompt (same stream position) form a group."""
-    out: list[list[Completion]] = []
-    for c in completions:
-        if out and out[-1][0].episode.position == c.episode.position:
-            out[-1].append(c)
-        else:
-            out.append([c])
-    return out

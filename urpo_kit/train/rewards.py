@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from urpo_kit.kinds import KINDS, Completion, Episode, ResolvedTask, episode_from_record
+from urpo_kit.kinds import KINDS, Completion, Episode, ResolvedTask, episode_from_record, prompt_groups
 from urpo_kit.train.metrics import LogMetric, group_stats
 
 
@@ -74,22 +74,9 @@ class KindReward:
                     log(prefix + key, value)
                 log(f"{prefix}{resolved.role}/reward_mean", s.value)
                 log(f"{prefix}{resolved.role}/length_mean", c.n_tokens)
-            group_stats(log, f"{prefix}{resolved.role}", _groups([(c.episode.position, s.value)
-                                                                   for c, s in zip(batch, scores)]))
+            group_stats(log, f"{prefix}{resolved.role}", [[scores[i].value for i in group]
+                                                           for group in prompt_groups(batch)])
         return out
-
-
-def _groups(values: Sequence[tuple[int | None, float]]) -> list[list[float]]:
-    """Rewards of consecutive completions of one prompt (same stream position)."""
-    out: list[list[float]] = []
-    last: object = object()
-    for position, value in values:
-        if out and position == last:
-            out[-1].append(value)
-        else:
-            out.append([value])
-        last = position
-    return out
 
 
 def reward_functions(tasks: Sequence[ResolvedTask[Any]], observer: StepObserver | None = None) -> list[KindReward]:
