@@ -125,8 +125,7 @@ def _suite(path: Path, overrides: Sequence[str], allow_code: bool, rows: int | N
                 yield TaskCheck(f"{path} -> {bench.name or bench.task.name}", bench.task,
                                 written_overrides(bench), allow, (suite, f"{section}.{i}.task", bench))
             elif getattr(bench, "source", None) is not None:
-                source = bench.source if rows is None else bench.source.model_copy(
-                    update={"limit": min(rows, bench.source.limit or rows)})
+                source = bench.source if rows is None else bench.source.model_copy(update={"limit": rows})
                 try:
                     load_rows(source, base_dir=folder_of(suite), allow_code=allow)
                 except SourceUnavailable:
