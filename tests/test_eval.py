@@ -432,3 +432,42 @@ def test_cli_eval_then_compare(tmp_path: Path) -> None:
     assert (tmp_path / "c" / "compare.md").is_file()
     result = runner.invoke(app, ["eval", "--compare", str(tmp_path / "r")])
     assert result.exit_code == 2 and "exactly two run folders" in result.output
+
+
+def test_precision_float32_reads_upcast_and_puts_the_weights_back(tmp_path: Path) -> None:
+    """`precision: float32` reads a bfloat16 model as its float32 copy would read (the same label probabilities;
+    results.json says float32) and leaves it as found: the same tensors, bit for bit, LoRA adapters untouched."""
+    from peft import LoraConfig, get_peft_model
+
+    from urpo_kit.eval.runner import read_precision
+
+    suite_text = f"""
+name: precise
+referee:
+  - task: {ROOT / "tasks"}/pairs-synthetic.yaml
+    name: pairs
+    order: both_orders
+    overrides: {{referee.verdict: likelihood}}
+limit: 3
+precision: float32
+"""
+    suite = load_suite(write(tmp_path / "s.yaml", suite_text))
+
+    def probabilities(run: str) -> list:
+        lines = (tmp_path / run / "referee_pairs.jsonl").read_text().splitlines()
+        return [json.loads(line)["judgments"] for line in lines]
+
+    model, tokenizer = tiny_model(seed=3)
+    model = get_peft_model(model.to(torch.bfloat16), LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    before = {name: (p, p.detach().clone()) for name, p in model.named_parameters()}
+    with read_precision(model, "float32"):  # the float32 copy's reading (the nested upcast finds nothing to do)
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        run_suite(suite, model, tokenizer, tmp_path / "copy", progress=False)
+    run_suite(suite, model, tokenizer, tmp_path / "upcast", progress=False)
+    run_suite(suite.model_copy(update={"precision": "model"}), model, tokenizer, tmp_path / "bf16", progress=False)
+    for name, (param, value) in before.items():
+        now = dict(model.named_parameters())[name]
+        assert now is param and now.dtype == value.dtype and torch.equal(now, value), name
+    assert load_run(tmp_path / "upcast")["model"]["dtype"] == "float32"
+    assert load_run(tmp_path / "bf16")["model"]["dtype"] == "bfloat16"
+    assert probabilities("upcast") == probabilities("copy") != probabilities("bf16")

@@ -40,15 +40,16 @@ __all__ = ["evaluate_suite", "evaluation_state", "model_info", "run_suite"]
 
 
 @contextlib.contextmanager
-def evaluation_state(model: Any) -> Iterator[None]:
-    """Eval mode without autograd for the duration; afterwards the model's mode and every RNG state as they were."""
+def evaluation_state(model: Any, precision: str = "model") -> Iterator[None]:
+    """Eval mode without autograd for the duration, read at `precision`; afterwards the model's mode, weights and
+    every RNG state as they were."""
     import numpy as np
     import torch
 
     was_training = model.training
     python_state, numpy_state = random.getstate(), np.random.get_state()
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices), torch.no_grad():
+    with torch.random.fork_rng(devices=devices), torch.no_grad(), read_precision(model, precision):
         model.eval()
         try:
             yield
@@ -56,6 +57,30 @@ def evaluation_state(model: Any) -> Iterator[None]:
             model.train(was_training)
             random.setstate(python_state)
             np.random.set_state(numpy_state)
+
+
+@contextlib.contextmanager
+def read_precision(model: Any, precision: str) -> Iterator[None]:
+    """`float32`: every floating weight and buffer in half precision is upcast in place for the duration and put
+    back after. Going up and back down is exact, and the tensors keep their identity, so an optimizer's references
+    and LoRA adapters (already float32) are untouched."""
+    import torch
+
+    if precision == "model":
+        yield
+        return
+    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point() and t.dtype != torch.float32]
+    if any(hasattr(t, "ds_id") for t in tensors):
+        raise UrpoError("eval suite `precision: float32` cannot upcast DeepSpeed ZeRO-3 partitioned weights; use "
+                        "`precision: model` (or load the model in float32) under ZeRO-3")
+    dtypes = [t.dtype for t in tensors]
+    for t in tensors:
+        t.data = t.data.float()
+    try:
+        yield
+    finally:
+        for t, dtype in zip(tensors, dtypes):
+            t.data = t.data.to(dtype)
 
 
 def model_info(model: Any) -> dict[str, Any]:
@@ -288,7 +313,7 @@ def run_suite(suite: EvalSuite, model: Any, tokenizer: Any, output_dir: Path | N
     Safe to call in the middle of training: see the module docstring for what is restored.
     """
 
-    with evaluation_state(model):
+    with evaluation_state(model, suite.precision):
         if output_dir is None:
             with tempfile.TemporaryDirectory(prefix="urpo-eval-") as tmp:
                 return evaluate_suite(suite, model, tokenizer, Path(tmp), progress=progress).metrics
