@@ -322,6 +322,9 @@ def test_run_suite_end_to_end_offline(tmp_path: Path, monkeypatch: pytest.Monkey
     expected = (torch.rand(3), random.random())
     torch.manual_seed(123)
     random.seed(5)
+    import lm_eval  # noqa: F401  (these imports set process-wide variables once; a run must set none of its own)
+    import sklearn  # noqa: F401
+
     environment = dict(os.environ)
     metrics = run_suite(suite, model, tokenizer, tmp_path / "run", progress=False)
     assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]

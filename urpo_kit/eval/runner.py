@@ -26,6 +26,7 @@ from urpo_kit.config.refs import located, require_named_files, written_overrides
 from urpo_kit.config.suite import EvalSuite, PlayerBenchmark, RefereeBenchmark, WinRateBenchmark
 from urpo_kit.errors import ConfigError, Problem, UrpoError
 from urpo_kit.kinds import load_task
+from urpo_kit.models.precision import cast_weights
 from urpo_kit.eval.lm_bridge import export_task, generation_kwargs, row_scores, run_lm_eval, sample_records
 from urpo_kit.eval.progress import ProgressBackend
 from urpo_kit.eval.report import SuiteResult, write_run
@@ -61,26 +62,15 @@ def evaluation_state(model: Any, precision: str = "model") -> Iterator[None]:
 
 @contextlib.contextmanager
 def read_precision(model: Any, precision: str) -> Iterator[None]:
-    """`float32`: every floating weight and buffer in half precision is upcast in place for the duration and put
-    back after. Going up and back down is exact, and the tensors keep their identity, so an optimizer's references
-    and LoRA adapters (already float32) are untouched."""
+    """`float32`: the model's half-precision weights and buffers are upcast for the duration and put back after
+    (LoRA adapters are float32 already and untouched)."""
     import torch
 
     if precision == "model":
         yield
         return
-    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point() and t.dtype != torch.float32]
-    if any(hasattr(t, "ds_id") for t in tensors):
-        raise UrpoError("eval suite `precision: float32` cannot upcast DeepSpeed ZeRO-3 partitioned weights; use "
-                        "`precision: model` (or load the model in float32) under ZeRO-3")
-    dtypes = [t.dtype for t in tensors]
-    for t in tensors:
-        t.data = t.data.float()
-    try:
+    with cast_weights((*model.parameters(), *model.buffers()), torch.float32):
         yield
-    finally:
-        for t, dtype in zip(tensors, dtypes):
-            t.data = t.data.to(dtype)
 
 
 def model_info(model: Any) -> dict[str, Any]:
