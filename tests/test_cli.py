@@ -157,6 +157,15 @@ def test_validate_checks_an_eval_suite_and_the_tasks_it_names(tmp_path: Path) ->
     assert result.exit_code == 2 and "s.yaml:4:5: referee.0.oder: unknown key `oder`" in result.output
 
 
+def test_validate_refuses_steps_by_role_on_vllm(tmp_path: Path) -> None:
+    """Steps by role set the generation length on transformers' generate: with vLLM it is a located error."""
+    recipe = write(tmp_path / "r.yaml", f"tasks:\n  - {{task: {ROOT / 'tasks' / 'pairs-synthetic.yaml'}}}\n"
+                   "grpo: {steps_by_role: true}\ngeneration: {backend: vllm_server}\n")
+    result = invoke("validate", str(recipe), "--allow-path", str(ROOT / "tasks"))
+    assert result.exit_code == 2 and "r.yaml:3:23: grpo.steps_by_role: steps by role" in result.output, result.output
+    assert "generation.backend: hf (it is vllm_server)" in result.output
+
+
 def test_validate_without_files_or_with_a_missing_file(tmp_path: Path) -> None:
     result = invoke("validate", str(tmp_path / "nope.yaml"))
     assert result.exit_code == 2 and error_lines(result.output) == [f"error {tmp_path / 'nope.yaml'}: file not found"]

@@ -292,3 +292,25 @@ def test_prepare_spec_for_a_task_built_in_code(tmp_path: Path) -> None:
     prepared = prepare_spec(spec, weight=2.0)
     assert prepared.weight == 2.0 and prepared.name == "code"
     assert MixedStream([prepared], 3).episode(2).payload.gold == "1"
+
+
+def test_steps_by_role_give_every_step_one_role_in_proportion(tmp_path: Path) -> None:
+    """grpo.steps_by_role: steps shared out by the roles' summed weights, then each role's positions by its tasks'
+    weights; every step's prompts are of its role, and the stream stays a pure function of the position."""
+    tasks = [make_task(tmp_path, "a", 40, weight=0.5), make_task(tmp_path, "b", 40, weight=0.25),
+             make_preference(tmp_path, "p", rows=40)]
+    tasks[2].weight = 0.25
+    stream = MixedStream(tasks, 40, seed=0, step_size=4)
+    assert stream.role_steps.count("player") == 8 and stream.role_steps.count("referee") == 2
+    assert stream.realised_counts() == {"a": 21, "b": 11, "p": 8} and stream.counts == [21, 11, 8]
+    role = {"a": "player", "b": "player", "p": "referee"}
+    for step in range(10):
+        assert {role[e.task] for e in stream.episodes(4 * step, 4 * step + 4)} == {stream.step_role(step)}
+    first, second = [i for i, r in enumerate(stream.role_steps) if r == "referee"]
+    assert second - first == 5  # spread evenly over the run, not bunched
+    again = MixedStream(tasks, 40, seed=0, step_size=4)
+    assert sequence(again, 17) == sequence(stream, 17)
+    with pytest.raises(ValueError, match="whole steps"):
+        MixedStream(tasks, 42, seed=0, step_size=4)
+    with pytest.raises(ValueError, match="mixes roles"):
+        MixedStream(tasks, 40).step_role(0)

@@ -172,6 +172,19 @@ def test_heldout_evaluation_runs_the_shared_eval_suite(tmp_path: Path):
     assert (Path(recipe.output_dir) / "eval" / "step-00001").is_dir()
 
 
+def test_steps_by_role_generate_each_step_at_its_roles_length(tmp_path: Path):
+    """grpo.steps_by_role: a step holds one role's prompts, and a referee step's completions stop at
+    roles.referee.max_new_tokens (2 here: a verdict-first judgment) while player steps run to the player's 6."""
+    recipe = recipe_at(tmp_path, "grpo.steps_by_role=true", "roles.referee.max_new_tokens=2", "grpo.steps=4")
+    run_dir = Path(train(recipe, progress=False).run_dir)
+    lengths = {r["step"]: r["completions/max_length"] for r in train_records(run_dir)}
+    stream_roles = json.loads((run_dir / "stream.json").read_text())["step_roles"]
+    assert sorted(set(stream_roles)) == ["player", "referee"]
+    for step, role in enumerate(stream_roles, start=1):
+        assert lengths[step] <= (2 if role == "referee" else 6), (step, role, lengths)
+    assert max(lengths[s] for s, role in enumerate(stream_roles, start=1) if role == "player") > 2
+
+
 class Crash(Exception):
     pass
 

@@ -88,3 +88,17 @@ def test_vllm_helper_attributes():
 
     params = inspect.signature(VLLMClient.generate).parameters
     assert {"prompts", "n", "temperature", "top_p", "max_tokens"} <= set(params)
+
+
+def test_hf_generation_reads_generation_config_and_kwargs_each_step():
+    """callbacks.RoleStepCallback: the HF path generates with `self.generation_config` and overrides the model's own
+    config with `self.generation_kwargs` (both built once at init, read at every generation), and generation happens
+    in `_prepare_inputs` of a step's first micro-batch, after the Trainer's `on_step_begin`."""
+    init = inspect.getsource(GRPOTrainer.__init__)
+    assert "self.generation_config = GenerationConfig(**generation_kwargs" in init
+    assert "self.generation_kwargs = generation_kwargs" in init
+    generate = inspect.getsource(GRPOTrainer._generate_single_turn)
+    assert "generation_kwargs=self.generation_kwargs" in generate
+    assert "**generate_inputs, generation_config=self.generation_config" in generate
+    prepare = inspect.getsource(GRPOTrainer._prepare_inputs)
+    assert "self._step % generate_every == 0" in prepare

@@ -5,6 +5,10 @@ Task i gets round(weight_i / sum(weights) x length) of them (largest remainder, 
 evenly over the stream with a seeded phase. A task with fewer rows than its share cycles: its first pass follows
 the source order (shuffle there if wanted), later passes are reshuffled with the seed. `episode(position)` is a pure
 function of (recipe, position), so a resumed run continues the same order with nothing skipped or repeated.
+
+With `grpo.steps_by_role`, the same rule is applied twice: the steps are shared out between the roles in proportion
+to the summed weights of each role's tasks and spread evenly, then each role's positions between its tasks; every
+step then holds prompts of one role only (see `MixedStream.step_role`).
 """
 
 from __future__ import annotations
@@ -94,8 +98,17 @@ def source_error(spec: TaskBase, message: str) -> ConfigError:
     return located(spec, field, message)
 
 
-def prepare_recipe_tasks(recipe: Recipe) -> list[PreparedTask]:
+def check_recipe(recipe: Recipe) -> None:
+    """What a recipe can get wrong beyond its schema, each a located error: missing files, and settings that do not
+    go together."""
     require_named_files(recipe)
+    if recipe.grpo.steps_by_role and recipe.generation.backend != "hf":
+        raise located(recipe, "grpo.steps_by_role", "steps by role set each step's generation length on "
+                      f"transformers' generate: they need generation.backend: hf (it is {recipe.generation.backend})")
+
+
+def prepare_recipe_tasks(recipe: Recipe) -> list[PreparedTask]:
+    check_recipe(recipe)
     return [
         prepare_task(ref.task, written_overrides(ref), allow_code=recipe.allow_code, weight=ref.weight)
         for ref in recipe.tasks
@@ -117,10 +130,32 @@ def allocate(weights: Sequence[float], length: int) -> list[int]:
     return counts
 
 
+def spread(counts: Sequence[int], seed: int) -> list[int]:
+    """Indices repeated `counts[i]` times, each index's occurrences evenly spaced with a seeded phase."""
+    rng = random.Random(seed)
+    slots = []
+    for i, count in enumerate(counts):
+        phase = rng.random()
+        slots += [((k + phase) / count, rng.random(), i) for k in range(count)]
+    slots.sort()
+    return [i for _, _, i in slots]
+
+
+def occurrences(indices: Sequence[int]) -> list[tuple[int, int]]:
+    """(index, k) pairs: the k-th time each index appears."""
+    seen: dict[int, int] = {}
+    out = []
+    for i in indices:
+        out.append((i, seen.get(i, 0)))
+        seen[i] = out[-1][1] + 1
+    return out
+
+
 class MixedStream:
     """The mixed URPO data stream; see the module docstring for the stopping rule and resume guarantee."""
 
-    def __init__(self, tasks: Sequence[PreparedTask], length: int, seed: int = 0):
+    def __init__(self, tasks: Sequence[PreparedTask], length: int, seed: int = 0, step_size: int | None = None):
+        """`step_size`: prompts per optimizer step when each step holds one role (grpo.steps_by_role), else None."""
         if length < 1:
             raise ValueError("stream length must be positive")
         if not tasks:
@@ -131,8 +166,11 @@ class MixedStream:
             # counts, metrics and the cycling seed are all per task name: two tasks sharing one would be merged
             raise ConfigError(Problem(None, None, None, "tasks", f"two tasks are named `{dup}`; give one another "
                                       "`name` (e.g. with an override `name: other`)"))
-        self.tasks, self.length, self.seed = list(tasks), length, seed
-        self.counts = allocate([t.weight for t in self.tasks], length)
+        self.tasks, self.length, self.seed, self.step_size = list(tasks), length, seed, step_size
+        if step_size is not None and length % step_size:
+            raise ValueError(f"a stream of steps by role needs whole steps: {length} is not a multiple of {step_size}")
+        self.roles = sorted({t.task.role for t in self.tasks})
+        self.counts = allocate([t.weight for t in self.tasks], length) if step_size is None else self._role_counts()
         logger.info("mixed stream: %d episodes, seed %d; %s", length, seed, self.summary())
 
     def summary(self) -> str:
@@ -142,18 +180,47 @@ class MixedStream:
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, tasks: Sequence[PreparedTask] | None = None) -> "MixedStream":
-        return cls(tasks if tasks is not None else prepare_recipe_tasks(recipe), recipe.stream_length, recipe.seed)
+        return cls(tasks if tasks is not None else prepare_recipe_tasks(recipe), recipe.stream_length, recipe.seed,
+                   recipe.grpo.prompts_per_step if recipe.grpo.steps_by_role else None)
+
+    def _role_tasks(self, role: str) -> list[int]:
+        return [ti for ti, t in enumerate(self.tasks) if t.task.role == role]
+
+    @cached_property
+    def role_steps(self) -> list[str]:
+        """The role of every optimizer step (steps by role), roles spread evenly over the run with a seeded phase."""
+        if self.step_size is None:
+            raise ValueError("this stream mixes roles within a step")
+        weights = [sum(self.tasks[ti].weight for ti in self._role_tasks(role)) for role in self.roles]
+        return [self.roles[i] for i in spread(allocate(weights, self.length // self.step_size),
+                                               stable_seed(self.seed, "role steps"))]
+
+    def _role_counts(self) -> list[int]:
+        counts = [0] * len(self.tasks)
+        for role in self.roles:
+            members = self._role_tasks(role)
+            share = allocate([self.tasks[ti].weight for ti in members], self.role_steps.count(role) * self.step_size)
+            for ti, count in zip(members, share):
+                counts[ti] = count
+        return counts
+
+    def step_role(self, step: int) -> str:
+        """The role of the prompts of optimizer step `step` (0-based), when every step holds one role."""
+        return self.role_steps[step]
 
     @cached_property
     def schedule(self) -> list[tuple[int, int]]:
-        """(task index, k-th occurrence of that task) for every position, tasks spread evenly with a seeded phase."""
-        rng = random.Random(stable_seed(self.seed, "schedule"))
-        slots = []
-        for ti, count in enumerate(self.counts):
-            phase = rng.random()
-            slots += [((k + phase) / count, rng.random(), ti, k) for k in range(count)]
-        slots.sort()
-        return [(ti, k) for _, _, ti, k in slots]
+        """(task index, k-th occurrence of that task) for every position, tasks spread evenly with a seeded phase;
+        by role: each step's positions are the next ones of its role's own evenly spread task sequence."""
+        seed = stable_seed(self.seed, "schedule")
+        if self.step_size is None:
+            return [(ti, k) for ti, k in occurrences(spread(self.counts, seed))]
+        sequences = {}
+        for role in self.roles:
+            members = self._role_tasks(role)
+            order = spread([self.counts[ti] for ti in members], stable_seed(seed, role))
+            sequences[role] = iter(occurrences([members[i] for i in order]))
+        return [next(sequences[role]) for role in self.role_steps for _ in range(self.step_size)]
 
     def _row_index(self, ti: int, k: int) -> int:
         n = len(self.tasks[ti].rows.rows)

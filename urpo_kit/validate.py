@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 
-from urpo_kit.compiler import PreparedTask, prepare_task
+from urpo_kit.compiler import PreparedTask, check_recipe, prepare_task
 from urpo_kit.config.loader import Overrides, folder_of, load_recipe, locate
 from urpo_kit.config.refs import located, require_named_files, written_overrides
 from urpo_kit.config.schema import ModelSpec, Recipe
@@ -105,7 +105,7 @@ def _recipe(path: Path, recipe: Recipe, allow_code: bool, rows: int | None) -> I
     """A recipe's tasks (with the recipe's per-task overrides) and its eval suites."""
     allow = allow_code or recipe.allow_code
     _check_model(recipe, "model.name", recipe.model)
-    require_named_files(recipe)
+    check_recipe(recipe)
     for ref in recipe.tasks:
         yield TaskCheck(f"{path} -> {ref.task.name}", ref.task, written_overrides(ref), allow)
     for suite in recipe.eval.suites:

@@ -251,6 +251,12 @@ class Grpo(Strict):
     group_size: int = Field(4, ge=2, description="G rollouts per prompt")
     steps: int = Field(30, ge=1, description="optimizer steps; the stream holds steps * prompts_per_step episodes")
     prompts_per_step: int = Field(8, ge=1, description="prompts per optimizer step (each gets group_size answers)")
+    steps_by_role: bool = Field(
+        False, description="each optimizer step holds one role's prompts (steps shared out by the roles' task "
+        "weights), and the referee's steps generate at most roles.referee.max_new_tokens: a verdict-first judgment "
+        "is a few tokens, not the player's answer length, so the loss is the verdict, not what the model rambles "
+        "after it, and a referee step costs a fraction of a player step. The temperature stays roles.player's for "
+        "every step (TRL computes the loss's log-probabilities at one temperature). generation.backend hf only")
     lr: float = Field(1e-5, gt=0.0, description="learning rate (constant after warmup_steps)")
     beta: float = Field(0.0, ge=0.0, description="KL coefficient (0: no reference model)")
     epsilon: float = Field(0.2, gt=0.0, description="PPO-style clipping range of the probability ratio")

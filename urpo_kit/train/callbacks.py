@@ -153,3 +153,23 @@ class StepLineCallback(TrainerCallback):
         seconds = sum(self.durations[-5:]) / len(self.durations[-5:])  # recent steps: the rate settles after warm-up
         self.print_line(step_line(state.global_step, state.max_steps, logs, seconds,
                                   seconds * (state.max_steps - state.global_step)))
+
+
+class RoleStepCallback(TrainerCallback):
+    """Steps by role (`grpo.steps_by_role`): before a step generates, its role's generation length is set on the
+    trainer (`bind` it once the trainer exists). TRL generates a step's completions at the step's first micro-batch,
+    which comes after `on_step_begin`."""
+
+    def __init__(self, step_role: Callable[[int], str], lengths: dict[str, int]):
+        self.step_role, self.lengths = step_role, lengths
+        self.trainer: Any = None
+
+    def bind(self, trainer: Any) -> None:
+        self.trainer = trainer
+
+    def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                      **kwargs: Any) -> None:
+        length = self.lengths[self.step_role(state.global_step)]
+        # TRL's HF generation reads both (generation_kwargs overrides the model's own config; contract-tested)
+        self.trainer.generation_config.max_new_tokens = length
+        self.trainer.generation_kwargs["max_new_tokens"] = length

@@ -75,7 +75,8 @@ def grpo_config(recipe: Recipe, layout: BatchLayout, **extra: Any) -> GRPOConfig
     """GRPOConfig for the recipe. `extra` overrides any field (tests and the benchmark use it).
 
     TRL samples all completions of a step in one call with one sampling setting, so `roles.player` applies to every
-    trained completion, the preference tasks' judgments included; `roles.referee` is what the self-referee uses.
+    trained completion, the preference tasks' judgments included (with `grpo.steps_by_role`, a referee step's length
+    is `roles.referee.max_new_tokens`: RoleStepCallback); `roles.referee` is what the self-referee uses.
     The learning rate is constant after `grpo.warmup_steps` (the recipe has no schedule; GRPO runs are short).
     """
     import torch
@@ -174,7 +175,7 @@ def build_run(recipe: Recipe, *, resume: bool = False, callbacks: Sequence[Train
     """Prepare tasks and stream, check the layout and the run folder, and build the trainer (nothing runs yet)."""
     from accelerate.utils import gather_object
 
-    from urpo_kit.train.callbacks import PlotsCallback, RunLogCallback, StepLineCallback
+    from urpo_kit.train.callbacks import PlotsCallback, RoleStepCallback, RunLogCallback, StepLineCallback
 
     run_dir = Path(recipe.output_dir)
     writable_folder(run_dir)  # a file, or a folder we may not write to, is an error now rather than a traceback later
@@ -196,7 +197,8 @@ def build_run(recipe: Recipe, *, resume: bool = False, callbacks: Sequence[Train
     if main and resume_from is None:
         write_run_info(run_dir, recipe, {"length": stream.length, "fingerprint": stream_fingerprint,
                                          "counts": stream.realised_counts(), "epochs": stream.epochs(),
-                                         "layout": layout.grpo_config_kwargs()})
+                                         "layout": layout.grpo_config_kwargs(),
+                                         **({"step_roles": stream.role_steps} if stream.step_size else {})})
     run_log = RunLog(run_dir, resume_step=checkpoint_step(resume_from) if resume_from else None, enabled=main)
 
     open_ended = [t.task for t in tasks if isinstance(t.task, OpenEnded)]
@@ -207,12 +209,17 @@ def build_run(recipe: Recipe, *, resume: bool = False, callbacks: Sequence[Train
     print_line = functools.partial(print, flush=True) if progress else None
     heldout = _heldout_callback(recipe, run_dir, run_log, run_suite, resume_from, print_line)
     # the step line comes before the held-out evaluation, so that its seconds per step leave the evaluation out
+    role_steps = RoleStepCallback(stream.step_role, {role: recipe.roles.params(role).max_new_tokens
+                                                     for role in ("player", "referee")}) \
+        if recipe.grpo.steps_by_role else None
     ours: list[TrainerCallback | None] = [RunLogCallback(run_log, observer, gather_object),
                                           StepLineCallback(print_line) if print_line else None,
-                                          heldout, PlotsCallback(run_dir), *callbacks]
+                                          heldout, PlotsCallback(run_dir), role_steps, *callbacks]
 
     trainer = make_trainer(recipe, layout, dataset, rewards, referee, [c for c in ours if c is not None],
                            **config_overrides)
+    if role_steps is not None:
+        role_steps.bind(trainer)
     if heldout is not None:
         heldout.generation_model = generation_context(trainer)
         heldout.tokenizer = trainer.processing_class
