@@ -43,11 +43,12 @@ from urpo_kit.compiler import prepare_task
 from urpo_kit.config.loader import load_recipe
 from urpo_kit.config.schema import Recipe
 from urpo_kit.kinds import Episode, OpenEndedEpisode
+from urpo_kit.models import load_tokenizer
 from urpo_kit.referee import HFBackend
 from urpo_kit.train.layout import batch_layout
 from urpo_kit.train.rewards import KindReward
 from urpo_kit.train.self_referee import SelfReferee
-from urpo_kit.train.trainer import make_trainer
+from urpo_kit.train.trainer import make_trainer, trl_record
 
 ROOT = Path(__file__).resolve().parent.parent
 console = Console()
@@ -145,8 +146,9 @@ def datasets(recipe: Recipe, n: int):
                   for i, (row, num) in enumerate(zip(arithmetic.rows.rows, arithmetic.rows.row_numbers))]
     judged = [Episode(open_ended.name, ep.messages, OpenEndedEpisode(ep.messages[-1]["content"]), ep.row,
                       ep.position) for ep in verifiable]
-    return (arithmetic.task, Dataset.from_list([e.to_record() for e in verifiable]),
-            open_ended.task, Dataset.from_list([e.to_record() for e in judged]))
+    tokenizer = load_tokenizer(recipe.model)
+    return (arithmetic.task, Dataset.from_list([trl_record(e, tokenizer) for e in verifiable]),
+            open_ended.task, Dataset.from_list([trl_record(e, tokenizer) for e in judged]))
 
 
 def run_phase(name: str, recipe: Recipe, steps: int, build: Callable[[], tuple[Any, Any, Any]]) -> Phase:

@@ -18,12 +18,16 @@ from test_referee import FakeReferee, scripted
 from urpo_kit.compiler import prepare_task
 from urpo_kit.config.schema import Grpo, Recipe, TaskRef
 from urpo_kit.kinds import Episode
+from urpo_kit.models import tiny_tokenizer
 from urpo_kit.referee import SamplingParams
 from urpo_kit.train.layout import LayoutError, batch_layout
 from urpo_kit.rewards import spearman
 from urpo_kit.train.metrics import curves
 from urpo_kit.train.rewards import KindReward, StepObserver, reward_functions
 from urpo_kit.train.self_referee import PING, SelfReferee, StepBackend
+from urpo_kit.train.trainer import trl_record
+
+TOKENIZER = tiny_tokenizer()
 
 TASKS = Path(__file__).resolve().parents[1] / "tasks"
 
@@ -39,12 +43,12 @@ def trl_batch(groups: list[tuple[Episode, list[str]]], position_offset: int = 0)
     """What TRL passes a reward function: each prompt's G completions next to each other."""
     out: dict[str, list] = defaultdict(list)
     for ep, completions in groups:
-        record = ep.to_record()
+        record = trl_record(ep, TOKENIZER)
         for text in completions:
             out["prompts"].append(record["prompt"])
-            out["completions"].append([{"role": "assistant", "content": text}])
+            out["completions"].append(text)
             out["completion_ids"].append(list(range(len(text.split()))))
-            for key in ("task", "kind", "episode"):
+            for key in ("task", "kind", "episode", "messages"):
                 out[key].append(record[key])
     return dict(out)
 
@@ -323,3 +327,18 @@ def test_position_balance_pushes_back_against_the_position_a_referee_overuses():
     assert rewards[3] == pytest.approx(float(not correct_first) + 0.25)
     balanced = reward("preference", spec)(**trl_batch([(ep, [first, second])]))
     assert balanced == pytest.approx([float(correct_first), float(not correct_first)])  # no term when balanced
+
+
+def test_trl_prompt_continues_the_referee_prefill() -> None:
+    """A preference episode's prompt, as TRL is given it, ends with the prefill, so the first sampled token is the
+    verdict; a player prompt ends with the template's opened assistant turn, as TRL would write it."""
+    from urpo_kit.models import load_tokenizer
+
+    tokenizer = load_tokenizer("bundled:smollm2-135m-instruct")
+    _, [pair] = episodes("pairs-synthetic.yaml", 1)
+    record = trl_record(pair, tokenizer)
+    assert record["prompt"].endswith("<|im_start|>assistant\nRanking: [") and record["prompt"].count("Ranking: [") == 2
+    assert record["messages"] == pair.messages
+    player = trl_record(Episode("p", [{"role": "user", "content": "Hi"}], pair.payload, 0, 0), tokenizer)
+    assert player["prompt"] == tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False,
+                                                             add_generation_prompt=True)

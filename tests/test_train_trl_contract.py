@@ -102,3 +102,11 @@ def test_hf_generation_reads_generation_config_and_kwargs_each_step():
     assert "**generate_inputs, generation_config=self.generation_config" in generate
     prepare = inspect.getsource(GRPOTrainer._prepare_inputs)
     assert "self._step % generate_every == 0" in prepare
+
+
+def test_text_prompts_are_tokenized_as_given_and_chat_prompts_get_a_new_turn():
+    """trainer.trl_record: TRL applies the chat template to conversational prompts with add_generation_prompt=True,
+    which would close a referee's prefill and open a new assistant turn; a text prompt is tokenized as it is."""
+    source = inspect.getsource(GRPOTrainer._tokenize_prompts)
+    assert "add_generation_prompt=True" in source
+    assert 'prompt_ids = self.processing_class(text=prompts)["input_ids"]' in source

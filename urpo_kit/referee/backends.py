@@ -32,7 +32,7 @@ class LikelihoodBackend(Backend, Protocol):
 
 
 def chat_prompt(tokenizer: Any, messages: Messages) -> str:
-    """The prompt text; a final assistant message (a referee prefill) is continued rather than closed, as TRL does."""
+    """The prompt text; a final assistant message (a referee prefill) is continued rather than closed."""
     if messages and messages[-1]["role"] == "assistant":
         return tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -1,8 +1,8 @@
 """GRPO reward functions: one per task kind present in the run, each returning None for the rows of other kinds.
 
-TRL 1.16 calls every reward function once per generation batch with `prompts`, `completions` (chat messages for
-conversational prompts), `completion_ids`, the dataset's extra columns (`task`, `kind`, `episode`, as written by
-`Episode.to_record`), `trainer_state` and `log_metric`. The batch is this process's whole generation batch, so all G
+TRL 1.16 calls every reward function once per generation batch with `prompts` (text), `completions`, `completion_ids`,
+the dataset's extra columns (`task`, `kind`, `episode`, `messages`, as written by `trainer.trl_record`),
+`trainer_state` and `log_metric`. The batch is this process's whole generation batch, so all G
 completions of a prompt arrive together (the layout check guarantees it where scoring needs whole groups), next to
 each other, with the same position.
 
@@ -55,11 +55,11 @@ class KindReward:
         self.__name__ = kind  # TRL names the reward column (`rewards/<name>/mean`) after it
 
     def __call__(self, prompts: list, completions: list, completion_ids: list[list[int]], *, task: list[str],
-                 kind: list[str], episode: list[str], log_metric: LogMetric | None = None,
+                 kind: list[str], episode: list[str], messages: list, log_metric: LogMetric | None = None,
                  trainer_state: Any = None, **_: Any) -> list[float | None]:
         log = log_metric or _no_log
-        episodes = [episode_from_record({"task": t, "kind": k, "prompt": p, "episode": e})
-                    for t, k, p, e in zip(task, kind, prompts, episode)]
+        episodes = [episode_from_record({"task": t, "kind": k, "prompt": m, "episode": e})
+                    for t, k, m, e in zip(task, kind, messages, episode)]
         if self.observer is not None and trainer_state is not None:
             self.observer.record(trainer_state.global_step + 1, episodes)
         out: list[float | None] = [None] * len(kind)

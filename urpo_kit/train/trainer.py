@@ -19,7 +19,9 @@ from urpo_kit.compiler import MixedStream, PreparedTask, prepare_recipe_tasks
 from urpo_kit.config.files import writable_folder
 from urpo_kit.config.schema import Recipe
 from urpo_kit.errors import UrpoError
-from urpo_kit.kinds import OpenEnded
+from urpo_kit.kinds import Episode, OpenEnded
+from urpo_kit.models import load_tokenizer
+from urpo_kit.referee.backends import Messages, chat_prompt
 from urpo_kit.sources import describe_skipped
 from urpo_kit.train.layout import BatchLayout, batch_layout
 from urpo_kit.train.card import write_model_card
@@ -59,7 +61,29 @@ def needs_whole_groups(tasks: Sequence[PreparedTask]) -> bool:
     return any(t.task.whole_groups for t in tasks)
 
 
-def train_dataset(stream: MixedStream, *, progress: bool = True) -> tuple[Dataset, list[dict[str, Any]]]:
+def prompt_text(tokenizer: Any, messages: Messages) -> str:
+    """A prompt as TRL is given it: text with the chat template applied here. TRL 1.16 applies the template to
+    conversational prompts with `add_generation_prompt=True`, which closes a final assistant message (a referee's
+    prefill such as `Ranking: [`) and opens a new turn, so the model never continued the verdict line it was given.
+    TRL tokenizes a text prompt with special tokens, so a BOS the template writes is left to the tokenizer."""
+    text = chat_prompt(tokenizer, messages)
+    bos = tokenizer.bos_token
+    if bos and text.startswith(bos) and tokenizer("")["input_ids"][:1] == [tokenizer.bos_token_id]:
+        text = text[len(bos):]
+    return text
+
+
+def trl_record(episode: Episode[Any], tokenizer: Any) -> dict[str, Any]:
+    """The dataset row TRL trains on: the episode's record with its messages as `messages` (the reward functions
+    rebuild the episode from them) and the prompt as text (`prompt_text`)."""
+    record = episode.to_record()
+    record["messages"] = record["prompt"]
+    record["prompt"] = prompt_text(tokenizer, record["messages"])
+    return record
+
+
+def train_dataset(stream: MixedStream, tokenizer: Any, *,
+                  progress: bool = True) -> tuple[Dataset, list[dict[str, Any]]]:
     """The stream as a datasets.Dataset in stream order (row i = position i), and its records."""
     from datasets import Dataset
     from rich.progress import track
@@ -67,7 +91,7 @@ def train_dataset(stream: MixedStream, *, progress: bool = True) -> tuple[Datase
     episodes = stream.episodes()
     if progress:
         episodes = track(episodes, total=stream.length, description="compiling the stream")
-    records = [ep.to_record() for ep in episodes]
+    records = [trl_record(ep, tokenizer) for ep in episodes]
     return Dataset.from_list(records), records
 
 
@@ -127,20 +151,21 @@ def grpo_config(recipe: Recipe, layout: BatchLayout, **extra: Any) -> GRPOConfig
 
 
 def make_trainer(recipe: Recipe, layout: BatchLayout, dataset: Dataset, rewards: Sequence[Callable[..., Any]],
-                 referee: SelfReferee | None, callbacks: Sequence[TrainerCallback] = (),
+                 referee: SelfReferee | None, callbacks: Sequence[TrainerCallback] = (), tokenizer: Any = None,
                  **config_overrides: Any) -> GRPOTrainer:
-    """GRPOTrainer for the recipe's model on `dataset`, with the self-referee (if any) bound to its model."""
+    """GRPOTrainer for the recipe's model on `dataset` (rows from `trl_record`, with `tokenizer`: the recipe's by
+    default), with the self-referee (if any) bound to its model."""
     from transformers import PrinterCallback
     from trl import GRPOTrainer
 
-    from urpo_kit.models import load_tokenizer, peft_config, resolve_model_path
+    from urpo_kit.models import peft_config, resolve_model_path
 
     trainer = GRPOTrainer(
         model=resolve_model_path(recipe.model.name, recipe.model.revision),
         reward_funcs=list(rewards),
         args=grpo_config(recipe, layout, **config_overrides),
         train_dataset=dataset,
-        processing_class=load_tokenizer(recipe.model),
+        processing_class=tokenizer if tokenizer is not None else load_tokenizer(recipe.model),
         peft_config=peft_config(recipe.model),
         callbacks=list(callbacks),
     )
@@ -186,7 +211,8 @@ def build_run(recipe: Recipe, *, resume: bool = False, callbacks: Sequence[Train
                         task.rows.total_seen, describe_skipped(task.rows.skipped))
     stream = MixedStream.from_recipe(recipe, tasks)
     layout = batch_layout(recipe.grpo, num_processes(), whole_groups=needs_whole_groups(tasks))
-    dataset, records = train_dataset(stream, progress=progress)
+    tokenizer = load_tokenizer(recipe.model)
+    dataset, records = train_dataset(stream, tokenizer, progress=progress)
     stream_fingerprint = fingerprint(records)
     resume_from = check_resume(run_dir, recipe, stream_fingerprint, resume)
 
@@ -217,7 +243,7 @@ def build_run(recipe: Recipe, *, resume: bool = False, callbacks: Sequence[Train
                                           heldout, PlotsCallback(run_dir), role_steps, *callbacks]
 
     trainer = make_trainer(recipe, layout, dataset, rewards, referee, [c for c in ours if c is not None],
-                           **config_overrides)
+                           tokenizer, **config_overrides)
     if role_steps is not None:
         role_steps.bind(trainer)
     if heldout is not None:
