@@ -343,15 +343,26 @@ def test_preference_gold_maps_back_to_best_first() -> None:
     assert len(ep.payload.labels) == 4
 
 
-def test_shuffle_is_reproducible_per_seed_and_position_and_varies_across_positions() -> None:
+def test_balanced_positions_show_the_best_at_every_position_in_turn() -> None:
+    """balance_positions (the default): the best candidate sits at row number mod N, the others are shuffled, so in
+    any N consecutive rows position alone never predicts the gold."""
     renderer = build(task(preference()), None)
+    row = {"prompt": "q", "ranked": CANDIDATES}
+    orders = [renderer.episode(row, row_number=n, seed=0, position=n).payload.order for n in range(40)]
+    assert [o.index(0) for o in orders] == [n % 4 for n in range(40)]
+    assert len({tuple(o) for o in orders}) >= 12  # the other three still vary (6 arrangements per slot)
+
+
+def test_shuffle_is_reproducible_per_seed_and_position_and_varies_across_positions() -> None:
+    renderer = build(task(preference(balance_positions=False)), None)
     row = {"prompt": "q", "ranked": CANDIDATES}
 
     def order(seed: int, position: int) -> list[int]:
         return renderer.episode(row, row_number=1, seed=seed, position=position).payload.order
 
     assert order(0, 5) == order(0, 5)
-    assert build(task(preference()), None).episode(row, row_number=1, seed=0, position=5).payload.order == order(0, 5)
+    again = build(task(preference(balance_positions=False)), None)
+    assert again.episode(row, row_number=1, seed=0, position=5).payload.order == order(0, 5)
     across_positions = {tuple(order(0, p)) for p in range(40)}
     assert len(across_positions) >= 10  # 24 permutations; 40 positions must not collapse onto a few
     assert [order(0, p) for p in range(10)] != [order(1, p) for p in range(10)]

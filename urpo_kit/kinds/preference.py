@@ -32,6 +32,12 @@ class PreferenceTask(TaskBase):
         "exact", description="how the parsed ranking is scored against the gold order")
     min_candidates: int = Field(2, ge=2, description="a row with fewer candidates is skipped (counted)")
     max_candidates: int = Field(8, ge=2, description="a row with more candidates is skipped (counted)")
+    balance_positions: bool = Field(
+        True, description="with `referee.shuffle`: the best candidate is shown at position (row number mod N), the "
+        "others shuffled, so over any N consecutive rows it is shown at every position once. A plain shuffle of a "
+        "few pairs per step often puts the best one second in most of them, and GRPO then rewards the position "
+        "(two 40-step runs on the bundled model swung to always naming the second response by step 11); "
+        "false: a plain seeded shuffle")
     position_balance: float = Field(
         0.0, ge=0.0, description="training only: a judgment whose top pick sits at shown position j gains "
         "weight x max(0, 1/N - f_j), f_j being the share of this step's judgments of the task that picked position "
@@ -102,7 +108,11 @@ class Preference(ResolvedTask[PreferenceEpisode]):
                position: int | None) -> tuple[Messages, PreferenceEpisode]:
         ranked = self.ranked_candidates(variables, row_number)
         rng = random.Random(stable_seed(seed, self.name, row_number, position))
-        view = self.referee.render(self.question_text(variables, row_number), ranked, rng)
+        question = self.question_text(variables, row_number)
+        if self.spec.balance_positions and self.spec.referee.shuffle and row_number is not None:
+            view = self.referee.render_order(question, ranked, balanced_order(len(ranked), row_number, rng))
+        else:
+            view = self.referee.render(question, ranked, rng)
         # gold ranking over shown positions: where the best original candidate is shown, then the second best, ...
         gold = [view.order.index(i) for i in range(len(ranked))]
         return view.messages, PreferenceEpisode(gold, view.labels, view.order, view.prefill)
@@ -135,6 +145,15 @@ class Preference(ResolvedTask[PreferenceEpisode]):
             raise FieldError("referee.template", f"the gold ranking {verdict!r} does not parse back to itself",
                              row_number=episode.row)
         return f"{len(payload.labels)} candidates, gold {verdict!r}"
+
+
+def balanced_order(n: int, row_number: int, rng: random.Random) -> list[int]:
+    """A presentation order (original index per shown position) with the best candidate (index 0) at position
+    `row_number mod n` and the others shuffled around it."""
+    others = list(range(1, n))
+    rng.shuffle(others)
+    others.insert(row_number % n, 0)
+    return others
 
 
 def position_shares(rankings: Sequence[list[int] | None]) -> list[float]:
