@@ -276,15 +276,17 @@ def test_quickstart_recipe_validates_and_its_suites_exist():
 
 @pytest.mark.slow
 def test_bundled_smollm2_trains_one_step_on_the_offline_tasks(tmp_path: Path):
-    """The quickstart's model and tasks, cut down to one small step: real chat template, real self-referee."""
+    """The quickstart's model and tasks, cut down to two small steps (one per role, as the quickstart's steps by
+    role go): real chat template, real self-referee, a referee step of 2-token verdicts that continue the prefill."""
     short = {"self_referee.sampling.max_new_tokens": 8}
     recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", [
-        "grpo.steps=1", "grpo.prompts_per_step=3", "grpo.group_size=2", "grpo.per_device_batch_size=2", "eval.every=0",
-        "roles.player.max_new_tokens=8", "roles.referee.max_new_tokens=8", f"output_dir={tmp_path / 'run'}",
-        f"tasks.2.overrides={json.dumps(short)}", "tasks.2.weight=0.45"])  # one prompt of each task in 3
+        "grpo.steps=2", "grpo.prompts_per_step=2", "grpo.group_size=2", "grpo.per_device_batch_size=2", "eval.every=0",
+        "roles.player.max_new_tokens=8", f"output_dir={tmp_path / 'run'}",
+        f"tasks.2.overrides={json.dumps(short)}", "tasks.2.weight=0.45"])  # player step: one of each player task
     result = train(recipe, progress=False)
-    assert result.steps == 1
-    [record] = train_records(tmp_path / "run")
-    assert record["positions"] == {"1": [0, 1, 2]}
-    assert {"arithmetic-onestep/player/reward_mean", "pairs-synthetic/referee/reward_mean",
-            "instructions-offline/player/reward_mean"} <= set(record)
+    assert result.steps == 2
+    player, referee = train_records(tmp_path / "run")
+    assert player["positions"] == {"1": [0, 1]} and referee["positions"] == {"2": [2, 3]}
+    assert {"arithmetic-onestep/player/reward_mean", "instructions-offline/player/reward_mean"} <= set(player)
+    assert referee["completions/max_length"] <= 2
+    assert referee["pairs-synthetic/referee/parse_rate"] >= 0.5  # the prefill is continued (a new turn: about 0.1)

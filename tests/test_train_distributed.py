@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ["an apple", "xyz", "Ranking: [1] > [2]", "Ranking: [2] > [1]", "qq", "a dog"]
+SCRIPT = ["an apple", "xyz", "1] > [2]", "2] > [1]", "qq", "a dog"]  # verdicts continue the prefill `Ranking: [`
 
 
 def scripted_rollout(prompts: list, trainer) -> dict:
@@ -40,8 +40,7 @@ def scripted_rollout(prompts: list, trainer) -> dict:
     for prompt in prompts:
         text = json.dumps(prompt, sort_keys=True)
         k = seen[text] = seen.get(text, -1) + 1
-        prompt_ids.append(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
-                                                        return_dict=False))
+        prompt_ids.append(tokenizer(prompt)["input_ids"])  # text prompts (trainer.trl_record), as TRL tokenizes them
         pick = SCRIPT[stable_seed(text, k, trainer.state.global_step) % len(SCRIPT)]
         completion_ids.append(tokenizer(pick, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
     return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None}
@@ -61,7 +60,7 @@ class Recorded:
             for i, reward in enumerate(out):
                 if reward is not None:
                     position = json.loads(kwargs["episode"][i])["position"]
-                    text = kwargs["completions"][i][-1]["content"]
+                    text = kwargs["completions"][i]  # text prompts give text completions
                     f.write(json.dumps({"rank": self.rank, "step": step, "position": position, "completion": text,
                                         "kind": self.fn.__name__, "reward": reward}) + "\n")
         return out

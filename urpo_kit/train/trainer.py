@@ -211,6 +211,7 @@ def build_run(recipe: Recipe, *, resume: bool = False, callbacks: Sequence[Train
                         task.rows.total_seen, describe_skipped(task.rows.skipped))
     stream = MixedStream.from_recipe(recipe, tasks)
     layout = batch_layout(recipe.grpo, num_processes(), whole_groups=needs_whole_groups(tasks))
+    suites = _heldout_suites(recipe, run_suite)
     tokenizer = load_tokenizer(recipe.model)
     dataset, records = train_dataset(stream, tokenizer, progress=progress)
     stream_fingerprint = fingerprint(records)
@@ -233,7 +234,7 @@ def build_run(recipe: Recipe, *, resume: bool = False, callbacks: Sequence[Train
     rewards = reward_functions([t.task for t in tasks], observer=observer)
 
     print_line = functools.partial(print, flush=True) if progress else None
-    heldout = _heldout_callback(recipe, run_dir, run_log, run_suite, resume_from, print_line)
+    heldout = _heldout_callback(recipe, suites, run_dir, run_log, run_suite, resume_from, print_line)
     # the step line comes before the held-out evaluation, so that its seconds per step leave the evaluation out
     role_steps = RoleStepCallback(stream.step_role, {role: recipe.roles.params(role).max_new_tokens
                                                      for role in ("player", "referee")}) \
@@ -259,22 +260,31 @@ def build_run(recipe: Recipe, *, resume: bool = False, callbacks: Sequence[Train
     return UrpoRun(recipe, run_dir, tasks, stream, layout, trainer, referee, run_log, resume_from)
 
 
-def _heldout_callback(recipe: Recipe, run_dir: Path, run_log: RunLog,
-                      run_suite: Callable[..., dict[str, float]] | None, resume_from: Path | None,
-                      print_line: Callable[[str], None] | None):
-    """The held-out evaluation callback, or None when the recipe names no suites (or `eval.every` is 0)."""
+def _heldout_suites(recipe: Recipe, run_suite: Callable[..., dict[str, float]] | None) -> list[Any]:
+    """The recipe's held-out suites, loaded and checked (a suite's mistakes stop the run before the tokenizer or the
+    model loads, not at step 0's evaluation); none when the recipe names none (or `eval.every` is 0)."""
     from urpo_kit.config.suite import load_suite
     from urpo_kit.eval.runner import check_suite
-    from urpo_kit.train.callbacks import HeldOutEvalCallback
 
     if not recipe.eval.suites or recipe.eval.every == 0:
-        return None
+        return []
     if run_suite is None:  # passed in by the caller: training sits below evaluation and does not import it
         raise UrpoError("held-out evaluation needs an evaluator: pass run_suite (urpo_kit.eval.run_suite, as "
                         "`urpo-kit train` does), or set eval.every=0 to train without it")
     suites = [load_suite(path) for path in recipe.eval.suites]
-    for suite in suites:  # a suite's mistakes stop the run here, before the model loads, not at step 0's evaluation
+    for suite in suites:
         check_suite(suite)
+    return suites
+
+
+def _heldout_callback(recipe: Recipe, suites: list[Any], run_dir: Path, run_log: RunLog,
+                      run_suite: Callable[..., dict[str, float]] | None, resume_from: Path | None,
+                      print_line: Callable[[str], None] | None):
+    """The held-out evaluation callback, or None without suites."""
+    from urpo_kit.train.callbacks import HeldOutEvalCallback
+
+    if not suites:
+        return None
     done = list(read_heldout(run_dir)) if resume_from is not None else []
     return HeldOutEvalCallback(suites, recipe.eval.every, run_dir, run_log, run_suite, done, print_line)
 
