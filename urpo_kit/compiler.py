@@ -214,7 +214,7 @@ class MixedStream:
         by role: each step's positions are the next ones of its role's own evenly spread task sequence."""
         seed = stable_seed(self.seed, "schedule")
         if self.step_size is None:
-            return [(ti, k) for ti, k in occurrences(spread(self.counts, seed))]
+            return occurrences(spread(self.counts, seed))
         sequences = {}
         for role in self.roles:
             members = self._role_tasks(role)

@@ -36,7 +36,7 @@ class PreferenceTask(TaskBase):
         True, description="with `referee.shuffle`: the best candidate is shown at position (row number mod N), the "
         "others shuffled, so over any N consecutive rows it is shown at every position once. A plain shuffle of a "
         "few pairs per step often puts the best one second in most of them, and GRPO then rewards the position "
-        "(two 40-step runs on the bundled model swung to always naming the second response by step 11); "
+        "(two runs on the bundled model swung to always naming the second response by step 11); "
         "false: a plain seeded shuffle")
     position_balance: float = Field(
         0.0, ge=0.0, description="training only: a judgment whose top pick sits at shown position j gains "

@@ -10,8 +10,8 @@ from urpo_kit.errors import UrpoError
 
 
 @contextlib.contextmanager
-def cast_weights(tensors: Iterable[Any], dtype: Any) -> Iterator[int]:
-    """Cast the floating tensors not already in `dtype` in place for the duration (yields how many). Afterwards each
+def cast_weights(tensors: Iterable[Any], dtype: Any) -> Iterator[None]:
+    """Cast the floating tensors not already in `dtype` in place for the duration. Afterwards each
     holds its original data again: the original is kept, not cast back, so a lossy cast (float32 adapters read in
     bfloat16) loses nothing; the tensors keep their identity, so an optimizer's references stay valid."""
     chosen = [t for t in tensors if t.is_floating_point() and t.dtype != dtype]
@@ -22,7 +22,7 @@ def cast_weights(tensors: Iterable[Any], dtype: Any) -> Iterator[int]:
     for t in chosen:
         t.data = t.data.to(dtype)
     try:
-        yield len(chosen)
+        yield
     finally:
         for t, original in zip(chosen, originals):
             t.data = original
