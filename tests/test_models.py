@@ -321,3 +321,21 @@ def test_bundled_conversion_keeps_logits_identical(bundled_path: str) -> None:
     ids = tokenizer(text, return_tensors="pt")
     with torch.no_grad():
         assert torch.equal(gguf_model(**ids).logits, model(**ids).logits)
+
+
+def test_cast_weights_puts_originals_back_and_refuses_zero3_partitions() -> None:
+    """A lossy cast (float32 -> bfloat16) is undone exactly, tensors keep their identity; ZeRO-3 shards are refused."""
+    import torch
+
+    from urpo_kit.errors import UrpoError
+    from urpo_kit.models.precision import cast_weights
+
+    weight = torch.nn.Parameter(torch.tensor([1.0 + 2 ** -12, 3.0]))
+    before = weight.detach().clone()
+    with cast_weights([weight], torch.bfloat16):
+        assert weight.dtype == torch.bfloat16 and weight[0].item() == 1.0
+    assert weight.dtype == torch.float32 and torch.equal(weight, before)
+    weight.ds_id = 7  # how DeepSpeed marks a partitioned parameter
+    with pytest.raises(UrpoError, match="ZeRO-3"):
+        with cast_weights([weight], torch.bfloat16):
+            pass
