@@ -22,7 +22,8 @@ from urpo_kit.config.schema import Recipe
 from urpo_kit.eval import run_suite
 from urpo_kit.train.metrics import read_metrics
 from urpo_kit.train.resume import ResumeError
-from urpo_kit.train.trainer import train
+from urpo_kit.errors import ConfigError
+from urpo_kit.train.trainer import build_run, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -183,6 +184,40 @@ def test_steps_by_role_generate_each_step_at_its_roles_length(tmp_path: Path):
     for step, role in enumerate(stream_roles, start=1):
         assert lengths[step] <= (2 if role == "referee" else 6), (step, role, lengths)
     assert max(lengths[s] for s, role in enumerate(stream_roles, start=1) if role == "player") > 2
+
+
+def test_a_likelihood_trained_referee_step_draws_one_label_and_player_steps_are_unconstrained(tmp_path: Path):
+    """referee.verdict: likelihood on the preference task: every referee step's completion is one token, a shown
+    label (the rest of the vocabulary suppressed), so every judgment parses; player steps generate freely again."""
+    recipe_path = write_tasks(tmp_path)
+    (tmp_path / "pairs.yaml").write_text(PAIRS_TASK + "referee: {verdict: likelihood}\nmax_candidates: 2\n")
+    recipe = load_recipe(recipe_path, ["grpo.steps_by_role=true", "grpo.steps=4"])
+    run_dir = Path(train(recipe, progress=False).run_dir)
+    records = {r["step"]: r for r in train_records(run_dir)}
+    stream_roles = json.loads((run_dir / "stream.json").read_text())["step_roles"]
+    assert "referee" in stream_roles and "player" in stream_roles
+    for step, role in enumerate(stream_roles, start=1):
+        if role == "referee":
+            assert records[step]["completions/max_length"] == 1
+            assert records[step]["pairs/referee/parse_rate"] == 1.0
+    assert max(records[s]["completions/max_length"] for s, r in enumerate(stream_roles, start=1) if r == "player") > 1
+
+
+def test_likelihood_trained_verdicts_without_steps_by_role_or_beside_sampled_ones_are_located_errors(
+        tmp_path: Path):
+    recipe_path = write_tasks(tmp_path)
+    (tmp_path / "pairs.yaml").write_text(PAIRS_TASK + "referee: {verdict: likelihood}\nmax_candidates: 2\n")
+    with pytest.raises(ConfigError, match="recipe.yaml:.*grpo.steps_by_role.*needs steps_by_role: true"):
+        build_run(load_recipe(recipe_path, []))
+    (tmp_path / "sampled.yaml").write_text(PAIRS_TASK.replace("name: pairs", "name: sampled"))
+    recipe_path.write_text(recipe_path.read_text().replace(
+        "  - {task: open.yaml, weight: 0.25}", "  - {task: open.yaml, weight: 0.25}\n  - {task: sampled.yaml}"))
+    with pytest.raises(ConfigError, match="sampled.yaml.*referee.verdict.*every trained preference task"):
+        build_run(load_recipe(recipe_path, ["grpo.steps_by_role=true"]))
+    recipe_path.write_text(recipe_path.read_text().replace("grpo: {", "grpo: {steps_by_role: true, "))
+    result = CliRunner().invoke(app, ["validate", str(recipe_path)])
+    assert result.exit_code == 2 and "every trained preference task must then use verdict: likelihood" in \
+        result.output, result.output
 
 
 class Crash(Exception):

@@ -17,6 +17,7 @@ from test_referee import FakeReferee, scripted
 
 from urpo_kit.compiler import prepare_task
 from urpo_kit.config.schema import Grpo, Recipe, TaskRef
+from urpo_kit.errors import ConfigError, FieldError
 from urpo_kit.kinds import Episode
 from urpo_kit.models import tiny_tokenizer
 from urpo_kit.referee import SamplingParams
@@ -131,6 +132,34 @@ def test_a_prefilled_preference_prompt_is_continued_by_the_completion_and_parsed
     right = f"{labels[ep.payload.gold[0]]}] > [{labels[ep.payload.gold[1]]}]"  # the completion alone: the prefill is the prompt's
     rewards = reward("preference", spec)(**trl_batch([(ep, [right, "?"])]), log_metric=Metrics())
     assert rewards == pytest.approx([1.1, 0.0])
+
+
+def test_a_label_drawn_by_a_likelihood_trained_referee_ranks_its_candidate_first():
+    """referee.verdict: likelihood on a trained preference task: a completion is the one label token a referee step
+    drew; it names the candidate ranked first, and anything that is not a shown label is unparsed."""
+    spec, [ep] = episodes("pairs-synthetic.yaml", 1, ["referee.verdict=likelihood"])
+    labels, gold = ep.payload.labels, ep.payload.gold
+    best, worse = labels[gold[0]], labels[gold[1]]
+    metrics = Metrics()
+    rewards = reward("preference", spec)(**trl_batch([(ep, [best, worse, "7", best])]), log_metric=metrics)
+    assert rewards == pytest.approx([1.1, 0.1, 0.0, 1.1])
+    assert metrics.mean("pairs-synthetic/referee/accuracy") == 0.5
+    assert metrics.mean("pairs-synthetic/referee/parse_rate") == 0.75
+
+
+def test_likelihood_trained_verdicts_over_more_than_two_candidates_need_top1_scoring():
+    with pytest.raises(ConfigError, match="score: top1, or max_candidates: 2"):
+        prepare_task(TASKS / "pairs-synthetic.yaml", ["referee.verdict=likelihood", "max_candidates=3"], limit=1)
+    prepare_task(TASKS / "pairs-synthetic.yaml", ["referee.verdict=likelihood", "max_candidates=3", "score=top1"],
+                 limit=1)
+
+
+def test_a_label_that_is_not_one_token_after_the_prefill_is_refused_naming_the_tokenizer():
+    spec, [ep] = episodes("pairs-synthetic.yaml", 1, ["referee.verdict=likelihood"])
+    prompt = trl_record(ep, TOKENIZER)["prompt"]
+    assert len(spec.label_token_ids(TOKENIZER, prompt, ["1", "2"])) == 2
+    with pytest.raises(FieldError, match="not one token for tokenizer"):
+        spec.label_token_ids(TOKENIZER, prompt, ["12345678", "2"])
 
 
 # --------------------------------------------------------------------------------------------- self-referee

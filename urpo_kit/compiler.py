@@ -26,7 +26,7 @@ from urpo_kit.config.loader import Overrides, folder_of, locate
 from urpo_kit.config.refs import located, require_named_files, written_overrides
 from urpo_kit.config.schema import Recipe, TaskBase
 from urpo_kit.errors import CodeNotAllowed, ConfigError, FieldError, Problem, SourceError, SourceUnavailable
-from urpo_kit.kinds import Episode, ResolvedTask, load_task, resolve
+from urpo_kit.kinds import Episode, Preference, ResolvedTask, load_task, resolve
 from urpo_kit.recast import stable_seed
 from urpo_kit.sources import LoadedRows, SkippedRow, load_rows
 
@@ -107,12 +107,28 @@ def check_recipe(recipe: Recipe) -> None:
                       f"transformers' generate: they need generation.backend: hf (it is {recipe.generation.backend})")
 
 
+def check_tasks(recipe: Recipe, tasks: Sequence[ResolvedTask]) -> None:
+    """Settings of the recipe and its tasks that do not go together, each a located error. A preference task that
+    trains likelihood verdicts makes every referee step draw one label from the labels alone, so those steps must
+    hold referee prompts only (steps by role) and every trained preference task must read its verdict that way."""
+    preference = [t for t in tasks if isinstance(t, Preference)]
+    sampling_labels = [t for t in preference if t.samples_labels]
+    if sampling_labels and not recipe.grpo.steps_by_role:
+        raise located(recipe, "grpo.steps_by_role", f"task {sampling_labels[0].name} trains likelihood verdicts "
+                      "(one label per judgment, drawn from the labels alone): that needs steps_by_role: true")
+    sampled = [t for t in preference if not t.samples_labels]
+    if sampling_labels and sampled:
+        raise ConfigError(locate(sampled[0].spec, FieldError(
+            "referee.verdict", f"task {sampling_labels[0].name} trains likelihood verdicts, so referee steps draw "
+                               "one label; every trained preference task must then use verdict: likelihood")))
+
+
 def prepare_recipe_tasks(recipe: Recipe) -> list[PreparedTask]:
     check_recipe(recipe)
-    return [
-        prepare_task(ref.task, written_overrides(ref), allow_code=recipe.allow_code, weight=ref.weight)
-        for ref in recipe.tasks
-    ]
+    tasks = [prepare_task(ref.task, written_overrides(ref), allow_code=recipe.allow_code, weight=ref.weight)
+             for ref in recipe.tasks]
+    check_tasks(recipe, [t.task for t in tasks])
+    return tasks
 
 
 def allocate(weights: Sequence[float], length: int) -> list[int]:

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 
-from urpo_kit.compiler import PreparedTask, check_recipe, prepare_task
+from urpo_kit.compiler import PreparedTask, check_recipe, check_tasks, prepare_task
 from urpo_kit.config.loader import Overrides, folder_of, load_recipe, locate
 from urpo_kit.config.refs import located, require_named_files, written_overrides
 from urpo_kit.config.schema import ModelSpec, Recipe
@@ -106,6 +106,11 @@ def _recipe(path: Path, recipe: Recipe, allow_code: bool, rows: int | None) -> I
     allow = allow_code or recipe.allow_code
     _check_model(recipe, "model.name", recipe.model)
     check_recipe(recipe)
+    try:
+        resolved = [resolve(load_task(ref.task, written_overrides(ref)), allow_code=allow) for ref in recipe.tasks]
+    except UrpoError:
+        resolved = []  # a task that does not load is reported below, as its own check
+    check_tasks(recipe, resolved)
     for ref in recipe.tasks:
         yield TaskCheck(f"{path} -> {ref.task.name}", ref.task, written_overrides(ref), allow)
     for suite in recipe.eval.suites:

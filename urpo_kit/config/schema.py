@@ -154,8 +154,10 @@ class RefereeSpec(Strict):
     verdict: VerdictKind = Field(
         "sample", description="sample: generate the judgment text and parse it; likelihood: read the verdict from "
                               "the next-token probabilities of the labels (or scores) right after the prefill, in "
-                              "one forward pass (no generation, no parse failure). Training a preference task "
-                              "always samples: GRPO needs sampled judgments")
+                              "one forward pass (no generation, no parse failure). A trained preference task with "
+                              "likelihood samples its judgments from those probabilities: a referee step draws one "
+                              "token from the labels alone (the rest of the vocabulary suppressed; needs "
+                              "grpo.steps_by_role), which names the candidate ranked first")
     scale: tuple[int, int] = Field(
         (1, 10), description="pointwise score range [low, high], given to the template as `scale`; "
                              "`verdict: likelihood` needs every score to be one token (e.g. [1, 9] where 10 is two)")

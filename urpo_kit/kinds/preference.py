@@ -15,6 +15,7 @@ from urpo_kit.kinds.base import Completion, Episode, LogMetric, Messages, Payloa
 from urpo_kit.recast import Templates, render, stable_seed
 from urpo_kit.referee.modes import MODES
 from urpo_kit.referee.view import MAX_LETTER_LABELS, RefereeRenderer, RefereeView
+from urpo_kit.referee.backends import single_token_ids
 from urpo_kit.rewards import combine, parse_ranking, score_ranking
 
 # What a trained judgment cannot use: GRPO samples one judgment per completion, at the player role's sampling.
@@ -83,6 +84,10 @@ class Preference(ResolvedTask[PreferenceEpisode]):
             if name in spec.referee.model_fields_set:
                 raise FieldError(f"referee.{name}", "does not apply to a trained preference task: GRPO samples one "
                                                     "judgment per completion, at the player role's sampling")
+        if self.samples_labels and spec.max_candidates > 2 and spec.score != "top1":
+            raise FieldError("score", "with referee.verdict: likelihood a trained judgment is one label drawn from "
+                                      "the label probabilities (the candidate ranked first): use score: top1, or "
+                                      "max_candidates: 2")
         self.question = templates.inline(spec.prompt, "prompt")
         self.candidates = templates.expression(spec.candidates, "candidates")
         self.referee = RefereeRenderer(spec.referee, templates)
@@ -117,10 +122,37 @@ class Preference(ResolvedTask[PreferenceEpisode]):
         gold = [view.order.index(i) for i in range(len(ranked))]
         return view.messages, PreferenceEpisode(gold, view.labels, view.order, view.prefill)
 
+    @property
+    def samples_labels(self) -> bool:
+        """Whether a trained judgment is one label drawn from the label probabilities after the prefill
+        (`referee.verdict: likelihood`) rather than free text: the referee steps' vocabulary is the labels."""
+        return self.spec.referee.verdict == "likelihood"
+
+    def label_token_ids(self, tokenizer: Any, prompt_text: str, labels: Sequence[str]) -> list[int]:
+        """The token each label is right after `prompt_text` (a referee prompt ending with its prefill): what a
+        referee step may sample when `samples_labels`. A label that is not one token there is a FieldError."""
+        found = single_token_ids(tokenizer, prompt_text, labels)
+        if isinstance(found, str):
+            raise FieldError("referee.verdict", f"{found}; use labels that are single tokens, a prefill that ends "
+                                                "where the verdict starts, or verdict: sample")
+        return found
+
+    def read(self, completion: Completion) -> list[int] | None:
+        """A completion as a ranking over shown positions; it continues its prompt's prefill, so the verdict is
+        read with it, as the mode parses any reply. A sampled label (`samples_labels`) ranks its candidate first and
+        the others after it in shown order (only the first position is scored then: top1, or two candidates)."""
+        payload = completion.episode.payload
+        if self.samples_labels:
+            label = completion.text.strip()  # the one token drawn (a label, unless another task's label set)
+            if label not in payload.labels:
+                return None
+            choice = payload.labels.index(label)
+            return [choice, *(i for i in range(len(payload.labels)) if i != choice)]
+        return self.referee.mode.parse(payload.prefill + completion.text, payload.labels, payload.prefill,
+                                       self.spec.referee.scale)
+
     def score(self, completions: Sequence[Completion], log: LogMetric) -> list[Score]:
-        # a completion continues its prompt's prefill: the verdict is read with it, as the mode parses any reply
-        rankings = [self.referee.mode.parse(c.episode.payload.prefill + c.text, c.episode.payload.labels,
-                                            c.episode.payload.prefill, self.spec.referee.scale) for c in completions]
+        rankings = [self.read(c) for c in completions]
         shares = position_shares(rankings)
         out = []
         for c, ranking in zip(completions, rankings):

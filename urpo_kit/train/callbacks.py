@@ -156,12 +156,13 @@ class StepLineCallback(TrainerCallback):
 
 
 class RoleStepCallback(TrainerCallback):
-    """Steps by role (`grpo.steps_by_role`): before a step generates, its role's generation length is set on the
-    trainer (`bind` it once the trainer exists). TRL generates a step's completions at the step's first micro-batch,
-    which comes after `on_step_begin`."""
+    """Steps by role (`grpo.steps_by_role`): before a step generates, its role's generation settings (the length,
+    and the suppressed tokens of a referee step that draws labels: trainer.step_generation) are set on the trainer
+    (`bind` it once the trainer exists). TRL generates a step's completions at the step's first micro-batch, which
+    comes after `on_step_begin`."""
 
-    def __init__(self, step_role: Callable[[int], str], lengths: dict[str, int]):
-        self.step_role, self.lengths = step_role, lengths
+    def __init__(self, step_role: Callable[[int], str], settings: dict[str, dict[str, Any]]):
+        self.step_role, self.settings = step_role, settings
         self.trainer: Any = None
 
     def bind(self, trainer: Any) -> None:
@@ -169,7 +170,7 @@ class RoleStepCallback(TrainerCallback):
 
     def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                       **kwargs: Any) -> None:
-        length = self.lengths[self.step_role(state.global_step)]
         # TRL's HF generation reads both (generation_kwargs overrides the model's own config; contract-tested)
-        self.trainer.generation_config.max_new_tokens = length
-        self.trainer.generation_kwargs["max_new_tokens"] = length
+        for name, value in self.settings[self.step_role(state.global_step)].items():
+            setattr(self.trainer.generation_config, name, value)
+            self.trainer.generation_kwargs[name] = value

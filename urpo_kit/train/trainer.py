@@ -8,6 +8,7 @@ reward function per task kind, the self-referee bound to the trainer's own model
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -17,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from urpo_kit.compiler import MixedStream, PreparedTask, prepare_recipe_tasks
 from urpo_kit.config.files import writable_folder
+from urpo_kit.config import locate
 from urpo_kit.config.schema import Recipe
-from urpo_kit.errors import UrpoError
-from urpo_kit.kinds import Episode, OpenEnded
+from urpo_kit.errors import ConfigError, FieldError, UrpoError
+from urpo_kit.kinds import Episode, OpenEnded, Preference
 from urpo_kit.models import load_tokenizer
 from urpo_kit.referee.backends import Messages, chat_prompt
 from urpo_kit.sources import describe_skipped
@@ -93,6 +95,34 @@ def train_dataset(stream: MixedStream, tokenizer: Any, *,
         episodes = track(episodes, total=stream.length, description="compiling the stream")
     records = [trl_record(ep, tokenizer) for ep in episodes]
     return Dataset.from_list(records), records
+
+
+def step_generation(recipe: Recipe, tasks: Sequence[PreparedTask], records: Sequence[dict[str, Any]],
+                    tokenizer: Any) -> dict[str, dict[str, Any]]:
+    """Per role, the generation settings a step of that role runs with (`grpo.steps_by_role`, RoleStepCallback):
+    the role's length; and when the preference tasks sample labels (`referee.verdict: likelihood`), a referee step
+    draws one token from the labels alone, every other token suppressed. Its samples then follow the model's
+    label probabilities renormalised over the labels, and each is a whole verdict, so GRPO's signal is the choice."""
+    settings: dict[str, dict[str, Any]] = {role: {"max_new_tokens": recipe.roles.params(role).max_new_tokens,
+                                                  "suppress_tokens": None} for role in ("player", "referee")}
+    sampling_labels = [t.task for t in tasks if isinstance(t.task, Preference) and t.task.samples_labels]
+    if not sampling_labels:  # (compiler.check_tasks has made sure that referee steps hold only these tasks)
+        return settings
+    by_name = {t.name: t for t in sampling_labels}
+    allowed: set[int] = set()
+    checked: set[tuple[str, tuple[str, ...]]] = set()
+    for record in records:
+        task = by_name.get(record["task"])
+        labels = tuple(json.loads(record["episode"])["payload"]["labels"]) if task else ()
+        if task and (task.name, labels) not in checked:
+            checked.add((task.name, labels))
+            try:
+                allowed.update(task.label_token_ids(tokenizer, record["prompt"], labels))
+            except FieldError as e:
+                raise ConfigError(locate(task.spec, e)) from None
+    settings["referee"] = {"max_new_tokens": 1,
+                           "suppress_tokens": [i for i in range(len(tokenizer)) if i not in allowed]}
+    return settings
 
 
 def grpo_config(recipe: Recipe, layout: BatchLayout, **extra: Any) -> GRPOConfig:
@@ -236,9 +266,8 @@ def build_run(recipe: Recipe, *, resume: bool = False, callbacks: Sequence[Train
     print_line = functools.partial(print, flush=True) if progress else None
     heldout = _heldout_callback(recipe, suites, run_dir, run_log, run_suite, resume_from, print_line)
     # the step line comes before the held-out evaluation, so that its seconds per step leave the evaluation out
-    role_steps = RoleStepCallback(stream.step_role, {role: recipe.roles.params(role).max_new_tokens
-                                                     for role in ("player", "referee")}) \
-        if recipe.grpo.steps_by_role else None
+    generation = step_generation(recipe, tasks, records, tokenizer)
+    role_steps = RoleStepCallback(stream.step_role, generation) if recipe.grpo.steps_by_role else None
     ours: list[TrainerCallback | None] = [RunLogCallback(run_log, observer, gather_object),
                                           StepLineCallback(print_line) if print_line else None,
                                           heldout, PlotsCallback(run_dir), role_steps, *callbacks]
