@@ -203,6 +203,33 @@ def test_a_likelihood_trained_referee_step_draws_one_label_and_player_steps_are_
     assert max(records[s]["completions/max_length"] for s, r in enumerate(stream_roles, start=1) if r == "player") > 1
 
 
+def test_a_label_drawing_referee_step_samples_only_the_labels_at_the_referee_temperature(tmp_path: Path):
+    """The settings RoleStepCallback applies per step: a referee step keeps only the label tokens and draws at
+    roles.referee.temperature; a player step lifts the suppression and samples at the player's temperature."""
+    from transformers import TrainerState
+
+    from urpo_kit.train.callbacks import RoleStepCallback
+
+    recipe_path = write_tasks(tmp_path)
+    (tmp_path / "pairs.yaml").write_text(PAIRS_TASK + "referee: {verdict: likelihood}\nmax_candidates: 2\n")
+    run = build_run(load_recipe(recipe_path, ["grpo.steps_by_role=true", "roles.referee.temperature=2.5",
+                                              "roles.player.temperature=0.9"]), progress=False)
+    callback = next(c for c in run.trainer.callback_handler.callbacks if isinstance(c, RoleStepCallback))
+    tokenizer = run.trainer.processing_class
+    labels = {tokenizer.convert_tokens_to_ids(t) for t in ("1", "2")}
+    roles = run.stream.role_steps
+    for role in ("referee", "player"):
+        callback.on_step_begin(run.trainer.args, TrainerState(global_step=roles.index(role)), None)
+        config = run.trainer.generation_config
+        if role == "referee":
+            kept = set(range(len(tokenizer))) - set(config.suppress_tokens)
+            assert kept == labels and config.max_new_tokens == 1 and config.temperature == 2.5
+        else:
+            assert config.suppress_tokens is None and config.max_new_tokens == 6 and config.temperature == 0.9
+        assert run.trainer.generation_kwargs["temperature"] == config.temperature
+    assert run.trainer.temperature == 0.9  # the loss reads log-probabilities at the player's temperature
+
+
 def test_likelihood_trained_verdicts_without_steps_by_role_or_beside_sampled_ones_are_located_errors(
         tmp_path: Path):
     recipe_path = write_tasks(tmp_path)

@@ -104,6 +104,15 @@ def test_hf_generation_reads_generation_config_and_kwargs_each_step():
     assert "self._step % generate_every == 0" in prepare
 
 
+def test_the_loss_temperature_is_fixed_at_init_and_generation_reads_its_own():
+    """trainer.step_generation: a label-drawing referee step sets `temperature` on the generation config only; the
+    loss keeps reading log-probabilities at GRPOConfig.temperature, which TRL bakes into the fused LM head at init."""
+    init = inspect.getsource(GRPOTrainer.__init__)
+    assert "self.temperature = args.temperature" in init
+    assert "temperature=self.temperature," in init  # add_fused_lm_head(..., temperature=self.temperature, ...)
+    assert '"temperature": self.temperature,' in init  # the generation kwargs' copy, which the callback overrides
+
+
 def test_text_prompts_are_tokenized_as_given_and_chat_prompts_get_a_new_turn():
     """trainer.trl_record: TRL applies the chat template to conversational prompts with add_generation_prompt=True,
     which would close a referee's prefill and open a new assistant turn; a text prompt is tokenized as it is."""

@@ -257,8 +257,10 @@ class Grpo(Strict):
         False, description="each optimizer step holds one role's prompts (steps shared out by the roles' task "
         "weights), and the referee's steps generate at most roles.referee.max_new_tokens: a verdict-first judgment "
         "is a few tokens, not the player's answer length, so the loss is the verdict, not what the model rambles "
-        "after it, and a referee step costs a fraction of a player step. The temperature stays roles.player's for "
-        "every step (TRL computes the loss's log-probabilities at one temperature). generation.backend hf only")
+        "after it, and a referee step costs a fraction of a player step. The loss reads log-probabilities at roles.player's "
+        "temperature on every step (TRL has one); text steps also sample at it, while referee steps that draw one "
+        "label (preference tasks with referee.verdict: likelihood) draw at roles.referee's, an exploration "
+        "temperature. generation.backend hf only")
     lr: float = Field(1e-5, gt=0.0, description="learning rate (constant after warmup_steps)")
     beta: float = Field(0.0, ge=0.0, description="KL coefficient (0: no reference model)")
     epsilon: float = Field(0.2, gt=0.0, description="PPO-style clipping range of the probability ratio")

@@ -102,7 +102,12 @@ def step_generation(recipe: Recipe, tasks: Sequence[PreparedTask], records: Sequ
     """Per role, the generation settings a step of that role runs with (`grpo.steps_by_role`, RoleStepCallback):
     the role's length; and when the preference tasks sample labels (`referee.verdict: likelihood`), a referee step
     draws one token from the labels alone, every other token suppressed. Its samples then follow the model's
-    label probabilities renormalised over the labels, and each is a whole verdict, so GRPO's signal is the choice."""
+    label probabilities renormalised over the labels, and each is a whole verdict, so GRPO's signal is the choice.
+
+    Such a step draws at `roles.referee.temperature` while the loss reads log-probabilities at the player's (TRL
+    has one): above it, the draws explore. For two labels the expected update still raises the gold label's
+    log-odds whatever the draw distribution, and a flatter one keeps both labels drawn when the model leans
+    hard on one position, where on-policy draws of a group agree and leave GRPO nothing (zero variance)."""
     settings: dict[str, dict[str, Any]] = {role: {"max_new_tokens": recipe.roles.params(role).max_new_tokens,
                                                   "suppress_tokens": None} for role in ("player", "referee")}
     sampling_labels = [t.task for t in tasks if isinstance(t.task, Preference) and t.task.samples_labels]
@@ -120,7 +125,8 @@ def step_generation(recipe: Recipe, tasks: Sequence[PreparedTask], records: Sequ
                 allowed.update(task.label_token_ids(tokenizer, record["prompt"], labels))
             except FieldError as e:
                 raise ConfigError(locate(task.spec, e)) from None
-    settings["referee"] = {"max_new_tokens": 1,
+    settings["player"]["temperature"] = recipe.roles.params("player").temperature
+    settings["referee"] = {"max_new_tokens": 1, "temperature": recipe.roles.params("referee").temperature,
                            "suppress_tokens": [i for i in range(len(tokenizer)) if i not in allowed]}
     return settings
 
