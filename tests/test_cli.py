@@ -423,9 +423,9 @@ def test_validate_a_model_name_and_a_prefill_the_template_does_not_ask_for(tmp_p
     match = one_located_error(recipe, line=1, field="model.name")
     assert "unknown bundled model bundled:nope" in match["message"]
     shipped = (ROOT / "tasks" / "pairs-synthetic.yaml").read_text(encoding="utf-8")
-    assert 'prefill: "Ranking: ["' in shipped.splitlines()[13]
+    line = next(i for i, text in enumerate(shipped.splitlines(), start=1) if 'prefill: "Ranking: ["' in text)
     pairs = write(tmp_path / "p.yaml", shipped.replace('prefill: "Ranking: ["', 'prefill: "Verdict: ("'))
-    match = one_located_error(pairs, line=14, field="referee.prefill")
+    match = one_located_error(pairs, line=line, field="referee.prefill")
     assert "does not appear in the rendered referee/rank.j2" in match["message"]
 
 
