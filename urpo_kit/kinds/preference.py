@@ -13,9 +13,9 @@ from urpo_kit.config.schema import RefereeSpec, TaskBase
 from urpo_kit.errors import FieldError
 from urpo_kit.kinds.base import Completion, Episode, LogMetric, Messages, Payload, ResolvedTask, Score
 from urpo_kit.recast import Templates, render, stable_seed
+from urpo_kit.referee.backends import single_token_ids
 from urpo_kit.referee.modes import MODES
 from urpo_kit.referee.view import MAX_LETTER_LABELS, RefereeRenderer, RefereeView
-from urpo_kit.referee.backends import single_token_ids
 from urpo_kit.rewards import combine, parse_ranking, score_ranking
 
 # What a trained judgment cannot use: GRPO samples one judgment per completion, at the player role's sampling.

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from urpo_kit.compiler import MixedStream, PreparedTask, prepare_recipe_tasks
-from urpo_kit.config.files import writable_folder
 from urpo_kit.config import locate
+from urpo_kit.config.files import writable_folder
 from urpo_kit.config.schema import Recipe
 from urpo_kit.errors import ConfigError, FieldError, UrpoError
 from urpo_kit.kinds import Episode, OpenEnded, Preference
@@ -108,24 +108,28 @@ def step_generation(recipe: Recipe, tasks: Sequence[PreparedTask], records: Sequ
     has one): above it, the draws explore. For two labels the expected update still raises the gold label's
     log-odds whatever the draw distribution, and a flatter one keeps both labels drawn when the model leans
     hard on one position, where on-policy draws of a group agree and leave GRPO nothing (zero variance)."""
-    settings: dict[str, dict[str, Any]] = {role: {"max_new_tokens": recipe.roles.params(role).max_new_tokens,
-                                                  "suppress_tokens": None} for role in ("player", "referee")}
-    sampling_labels = [t.task for t in tasks if isinstance(t.task, Preference) and t.task.samples_labels]
-    if not sampling_labels:  # (compiler.check_tasks has made sure that referee steps hold only these tasks)
+    player = recipe.roles.params("player").temperature  # text steps sample at it, as the loss reads it
+    settings: dict[str, dict[str, Any]] = {
+        role: {"max_new_tokens": recipe.roles.params(role).max_new_tokens, "temperature": player,
+               "suppress_tokens": None} for role in ("player", "referee")}
+    # compiler.check_tasks has made sure that, when a task draws labels, every referee step holds only such tasks
+    by_name = {t.name: t.task for t in tasks if isinstance(t.task, Preference) and t.task.samples_labels}
+    if not by_name:
         return settings
-    by_name = {t.name: t for t in sampling_labels}
     allowed: set[int] = set()
     checked: set[tuple[str, tuple[str, ...]]] = set()
     for record in records:
         task = by_name.get(record["task"])
-        labels = tuple(json.loads(record["episode"])["payload"]["labels"]) if task else ()
-        if task and (task.name, labels) not in checked:
-            checked.add((task.name, labels))
-            try:
-                allowed.update(task.label_token_ids(tokenizer, record["prompt"], labels))
-            except FieldError as e:
-                raise ConfigError(locate(task.spec, e)) from None
-    settings["player"]["temperature"] = recipe.roles.params("player").temperature
+        if task is None:
+            continue
+        labels = tuple(json.loads(record["episode"])["payload"]["labels"])
+        if (task.name, labels) in checked:
+            continue
+        checked.add((task.name, labels))
+        try:
+            allowed.update(task.label_token_ids(tokenizer, record["prompt"], labels))
+        except FieldError as e:
+            raise ConfigError(locate(task.spec, e)) from None
     settings["referee"] = {"max_new_tokens": 1, "temperature": recipe.roles.params("referee").temperature,
                            "suppress_tokens": [i for i in range(len(tokenizer)) if i not in allowed]}
     return settings
@@ -272,8 +276,8 @@ def build_run(recipe: Recipe, *, resume: bool = False, callbacks: Sequence[Train
     print_line = functools.partial(print, flush=True) if progress else None
     heldout = _heldout_callback(recipe, suites, run_dir, run_log, run_suite, resume_from, print_line)
     # the step line comes before the held-out evaluation, so that its seconds per step leave the evaluation out
-    generation = step_generation(recipe, tasks, records, tokenizer)
-    role_steps = RoleStepCallback(stream.step_role, generation) if recipe.grpo.steps_by_role else None
+    role_steps = RoleStepCallback(stream.step_role, step_generation(recipe, tasks, records, tokenizer)) \
+        if recipe.grpo.steps_by_role else None
     ours: list[TrainerCallback | None] = [RunLogCallback(run_log, observer, gather_object),
                                           StepLineCallback(print_line) if print_line else None,
                                           heldout, PlotsCallback(run_dir), role_steps, *callbacks]
