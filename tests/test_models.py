@@ -339,3 +339,112 @@ def test_cast_weights_puts_originals_back_and_refuses_zero3_partitions() -> None
     with pytest.raises(UrpoError, match="ZeRO-3"):
         with cast_weights([weight], torch.bfloat16):
             pass
+
+
+# ------------------------------------------------------------------------------------------- fast LoRA forward
+def adapted_tiny(dropout: float = 0.0, **lora: object) -> torch.nn.Module:
+    """The tiny model with LoRA adapters whose B is not zero (fresh adapters would add nothing to compare)."""
+    model = load_model(ModelSpec(name="tiny:llama", lora=Lora(r=4, alpha=8, dropout=dropout), **lora),
+                       for_training=True)
+    generator = torch.Generator().manual_seed(0)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data = torch.randn(p.shape, generator=generator) * 0.3
+    return model
+
+
+def test_fast_inference_matches_peft_without_gradients_and_restores_the_layers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from peft.tuners.lora import Linear
+
+    from urpo_kit.models import fast_inference
+
+    model = adapted_tiny()
+    ids = tokenizer_batch()
+    with torch.no_grad():
+        peft_logits = model(**ids).logits
+        with model.disable_adapter():
+            base_logits = model(**ids).logits
+        with monkeypatch.context() as patch:
+            patch.setattr(Linear, "forward", lambda *a, **k: pytest.fail("PEFT's forward ran"))
+            with fast_inference(model):
+                layers = [m for m in model.modules() if isinstance(m, Linear)]
+                assert layers and all("forward" in m.__dict__ for m in layers)
+                fast_logits = model(**ids).logits
+        with fast_inference(model), model.disable_adapter():  # disabled adapters fall through to PEFT
+            assert torch.equal(model(**ids).logits, base_logits)
+    assert not torch.allclose(peft_logits, base_logits, atol=1e-2)  # the adapters matter here
+    torch.testing.assert_close(fast_logits, peft_logits, atol=1e-5, rtol=1e-5)
+    assert not any("forward" in m.__dict__ for m in layers)
+
+
+def test_fast_inference_leaves_gradient_passes_to_peft() -> None:
+    from urpo_kit.models import fast_inference
+
+    model = adapted_tiny()
+    ids = tokenizer_batch()
+    model(**ids, labels=ids.input_ids).loss.backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    with fast_inference(model):
+        model(**ids, labels=ids.input_ids).loss.backward()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, expected[name])
+
+
+def test_fast_inference_skips_dropout_while_training_and_dora() -> None:
+    from urpo_kit.models import fast_inference
+
+    model = adapted_tiny(dropout=0.5)
+    ids = tokenizer_batch()
+    with torch.no_grad(), fast_inference(model):
+        model.train()
+        torch.manual_seed(1)
+        first = model(**ids).logits
+        torch.manual_seed(2)
+        assert not torch.allclose(first, model(**ids).logits)  # PEFT's dropout still applies while training
+        model.eval()
+        evaluated = model(**ids).logits
+    with torch.no_grad():
+        torch.testing.assert_close(evaluated, model(**ids).logits, atol=1e-5, rtol=1e-5)
+
+    from peft import LoraConfig, get_peft_model
+
+    dora = get_peft_model(tiny_model()[0], LoraConfig(r=4, target_modules=["q_proj"], use_dora=True))
+    with fast_inference(dora):
+        assert not any("forward" in m.__dict__ for m in dora.modules())
+
+
+def test_fast_inference_hands_the_lm_head_a_contiguous_input() -> None:
+    """A batch's last-position slice (`logits_to_keep=1`) is not contiguous; for a frozen head torch's CPU matmul
+    would copy the head's weight once per row. Under fast_inference the head reads a contiguous copy, same logits."""
+    from urpo_kit.models import fast_inference
+
+    model, _ = tiny_model()
+    model.requires_grad_(False)
+    seen: list[bool] = []
+    model.get_output_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0].is_contiguous()))
+    ids = tokenizer_batch()
+    with torch.no_grad():
+        plain = model(**ids, logits_to_keep=1).logits
+        with fast_inference(model):
+            fast = model(**ids, logits_to_keep=1).logits
+    assert seen == [False, True]
+    torch.testing.assert_close(fast, plain)
+
+
+def test_fast_generate_gives_the_same_greedy_tokens() -> None:
+    from urpo_kit.models import fast_generate
+
+    model = adapted_tiny()
+    model.eval()
+    ids = tokenizer_batch()
+    with torch.no_grad():
+        expected = model.generate(**ids, max_new_tokens=8, do_sample=False)
+        fast_generate(model)
+        assert torch.equal(model.generate(**ids, max_new_tokens=8, do_sample=False), expected)
+
+
+def tokenizer_batch() -> object:
+    tokenizer = load_tokenizer("tiny:llama")
+    return tokenizer(["abc def", "a longer one here"], return_tensors="pt", padding=True)

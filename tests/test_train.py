@@ -186,6 +186,32 @@ def test_steps_by_role_generate_each_step_at_its_roles_length(tmp_path: Path):
     assert max(lengths[s] for s, role in enumerate(stream_roles, start=1) if role == "player") > 2
 
 
+def test_lora_generation_in_training_runs_the_fast_no_gradient_forward(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """make_trainer hands TRL a policy whose `generate` opens `fast_inference`: TRL's own generation (the only pass
+    without gradients in a verifier-only run) goes through the fast LoRA layers, and the run trains."""
+    from urpo_kit.models import inference
+
+    calls = {"fast": 0}
+    real = inference._fast_forward
+
+    def counting(module, peft_forward, *low_rank):
+        fast = real(module, peft_forward, *low_rank)
+
+        def forward(x, *args, **kwargs):
+            calls["fast"] += 1
+            return fast(x, *args, **kwargs)
+        return forward
+
+    monkeypatch.setattr(inference, "_fast_forward", counting)
+    recipe_path = write_tasks(tmp_path)
+    recipe_path.write_text(recipe_path.read_text().replace('model: {name: "tiny:llama"}',
+                                                           'model: {name: "tiny:llama", lora: {r: 4, alpha: 8}}')
+                           .replace("  - {task: pairs.yaml, weight: 0.25}\n  - {task: open.yaml, weight: 0.25}\n", ""))
+    run = train(load_recipe(recipe_path, ["grpo.steps=2"]), progress=False)
+    assert calls["fast"] > 0
+    assert [r["step"] for r in train_records(Path(run.run_dir))] == [1, 2]
+
+
 def test_a_likelihood_trained_referee_step_draws_one_label_and_player_steps_are_unconstrained(tmp_path: Path):
     """referee.verdict: likelihood on the preference task: every referee step's completion is one token, a shown
     label (the rest of the vocabulary suppressed), so every judgment parses; player steps generate freely again."""

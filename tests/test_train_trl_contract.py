@@ -119,3 +119,15 @@ def test_text_prompts_are_tokenized_as_given_and_chat_prompts_get_a_new_turn():
     source = inspect.getsource(GRPOTrainer._tokenize_prompts)
     assert "add_generation_prompt=True" in source
     assert 'prompt_ids = self.processing_class(text=prompts)["input_ids"]' in source
+
+
+def test_hf_generation_calls_generate_on_the_unwrapped_policy():
+    """trainer.make_trainer installs `fast_generate` on `trainer.model`: TRL's transformers generation calls
+    `generate` on the model `unwrap_model_for_generation` yields, which is `accelerator.unwrap_model(model_wrapped)`
+    (the PEFT model itself without DeepSpeed/FSDP wrapping)."""
+    from trl.models import utils
+
+    generate = inspect.getsource(GRPOTrainer._generate_single_turn)
+    assert "prompt_completion_ids = unwrapped_model.generate(" in generate
+    assert "unwrapped_model = accelerator.unwrap_model(model)" in inspect.getsource(utils._unwrap_model_for_generation)
+    assert "_unwrap_model_for_generation(" in inspect.getsource(utils.unwrap_model_for_generation)

@@ -26,13 +26,14 @@ from urpo_kit.config.refs import located, require_named_files, written_overrides
 from urpo_kit.config.suite import EvalSuite, PlayerBenchmark, RefereeBenchmark, WinRateBenchmark
 from urpo_kit.errors import ConfigError, Problem, UrpoError
 from urpo_kit.kinds import load_task
-from urpo_kit.models.precision import cast_weights
 from urpo_kit.eval.lm_bridge import export_task, generation_kwargs, row_scores, run_lm_eval, sample_records
 from urpo_kit.eval.progress import ProgressBackend
 from urpo_kit.eval.report import SuiteResult, write_run
 from urpo_kit.eval.referee_bench import load_preference_set, run_referee_benchmark
 from urpo_kit.eval.stats import interval
 from urpo_kit.eval.winrate import run_winrate
+from urpo_kit.models import fast_inference
+from urpo_kit.models.precision import cast_weights
 from urpo_kit.recast import RenderError
 from urpo_kit.referee import HFBackend
 from urpo_kit.sources import describe_source
@@ -42,15 +43,16 @@ __all__ = ["evaluate_suite", "evaluation_state", "model_info", "run_suite"]
 
 @contextlib.contextmanager
 def evaluation_state(model: Any, precision: str = "model") -> Iterator[None]:
-    """Eval mode without autograd for the duration, read at `precision`; afterwards the model's mode, weights and
-    every RNG state as they were."""
+    """Eval mode without autograd for the duration, read at `precision` (LoRA layers on their fast no-gradient
+    forward); afterwards the model's mode, weights and every RNG state as they were."""
     import numpy as np
     import torch
 
     was_training = model.training
     python_state, numpy_state = random.getstate(), np.random.get_state()
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices), torch.no_grad(), read_precision(model, precision):
+    with torch.random.fork_rng(devices=devices), torch.no_grad(), read_precision(model, precision), \
+            fast_inference(model):
         model.eval()
         try:
             yield

@@ -1,5 +1,6 @@
 """Model and tokenizer loading: hub ids, local folders, the bundled SmolLM2 (`bundled:smollm2-135m-instruct`),
-tiny random models for tests (`tiny:llama`), dtypes, gradient checkpointing and LoRA."""
+tiny random models for tests (`tiny:llama`), dtypes, gradient checkpointing and LoRA (and its fast no-gradient
+forward)."""
 
 from urpo_kit.models.bundled import BUNDLED, bundled_folder, gguf_path, load_gguf
 from urpo_kit.models.cache import build_once, cache_dir
@@ -12,6 +13,7 @@ from urpo_kit.models.loading import (
     resolve_dtype,
     resolve_model_path,
 )
+from urpo_kit.models.inference import fast_inference, fast_generate
 from urpo_kit.models.tiny import tiny_model, tiny_model_folder, tiny_tokenizer
 
 __all__ = [
@@ -20,6 +22,8 @@ __all__ = [
     "bundled_folder",
     "cache_dir",
     "check_model_name",
+    "fast_inference",
+    "fast_generate",
     "gguf_path",
     "load_gguf",
     "load_model",

@@ -21,6 +21,7 @@ from urpo_kit.config.loader import origin_of
 from urpo_kit.config.schema import Recipe
 from urpo_kit.errors import UrpoError
 from urpo_kit.kinds import OpenEnded
+from urpo_kit.models import fast_inference
 from urpo_kit.referee import (
     Backend,
     HFBackend,
@@ -105,7 +106,8 @@ class SelfReferee:
 
 # ------------------------------------------------------------------------------------------------ trainer backends
 def generation_context(trainer: GRPOTrainer) -> Callable[[], contextlib.AbstractContextManager[Any]]:
-    """The trainer's model in generation form, as TRL itself gets it before `generate` (DDP, ZeRO-3, FSDP)."""
+    """The trainer's model in generation form, as TRL itself gets it before `generate` (DDP, ZeRO-3, FSDP), its LoRA
+    layers on their fast no-gradient forward (`urpo_kit.models.inference`)."""
     from trl.distributed import DistributedBackend
     from trl.models import unwrap_model_for_generation
 
@@ -119,6 +121,7 @@ def generation_context(trainer: GRPOTrainer) -> Callable[[], contextlib.Abstract
                 gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs,
             ) as model,
             DistributedBackend(trainer.accelerator).summon_full_params(trainer.model_wrapped, recurse=False),
+            fast_inference(model),
         ):
             yield model
 

@@ -22,7 +22,7 @@ from urpo_kit.config.files import writable_folder
 from urpo_kit.config.schema import Recipe
 from urpo_kit.errors import ConfigError, FieldError, UrpoError
 from urpo_kit.kinds import Episode, OpenEnded, Preference
-from urpo_kit.models import load_tokenizer
+from urpo_kit.models import fast_generate, load_tokenizer
 from urpo_kit.referee.backends import Messages, chat_prompt
 from urpo_kit.sources import describe_skipped
 from urpo_kit.train.layout import BatchLayout, batch_layout
@@ -213,6 +213,8 @@ def make_trainer(recipe: Recipe, layout: BatchLayout, dataset: Dataset, rewards:
         raise UrpoError(f"the launcher reports {layout.num_processes} processes but accelerate runs "
                         f"{trainer.accelerator.num_processes}; launch with `accelerate launch` or torchrun")
     trainer.remove_callback(PrinterCallback)  # added by disable_tqdm; the run log and step lines replace it
+    if recipe.generation.backend == "hf":
+        fast_generate(trainer.model)  # TRL generates with `trainer.model.generate` (contract test)
     if referee is not None:
         referee.backend.bind(trainer_backend(trainer, recipe))
         referee.check(recipe.grpo.group_size)
