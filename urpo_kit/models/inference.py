@@ -26,10 +26,12 @@ adapters, per-request adapter names, LoRA variants (DoRA), adapter biases, dropo
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
 _MISSING = object()
+_OPEN: weakref.WeakSet[Any] = weakref.WeakSet()  # models inside fast_inference now
 
 
 def _low_rank(module: Any) -> tuple[Any, Any, bool] | None:
@@ -89,7 +91,11 @@ def _lora_linear() -> Any:
 def fast_inference(model: Any) -> Iterator[None]:
     """For the duration, the model's LoRA linear layers run the fast no-gradient forward and its LM head reads a
     contiguous input (module docstring); other models only get the latter. Open it after any precision change (the
-    adapters are cast on entry)."""
+    adapters are cast on entry). Nested use (a backend's batches inside an evaluation) is the outer one's."""
+    if model in _OPEN:
+        yield
+        return
+    _OPEN.add(model)
     patched: list[tuple[Any, Any]] = []
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     hook = head.register_forward_pre_hook(_contiguous_input) if head is not None else None
@@ -102,6 +108,7 @@ def fast_inference(model: Any) -> Iterator[None]:
     finally:
         if hook is not None:
             hook.remove()
+        _OPEN.discard(model)
         for module, own in patched:
             if own is _MISSING:
                 del module.forward

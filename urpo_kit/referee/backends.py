@@ -13,6 +13,7 @@ from typing import Any, Callable, ContextManager, Iterator, Protocol, Sequence
 
 from urpo_kit.config.schema import SamplingParams
 from urpo_kit.errors import UrpoError
+from urpo_kit.models import fast_inference
 
 Messages = list[dict[str, str]]
 
@@ -84,15 +85,15 @@ class HFBackend:
     def _batches(self, texts: Sequence[str], new_tokens: int = 0) -> Iterator[tuple[Any, list[int], dict[str, Any]]]:
         """(model, indices, tokenized batch) per at most `batch_size` texts, and at most `batch_tokens` padded tokens
         with the `new_tokens` to generate (memory grows with both: a few long texts are a batch of their own),
-        longest first (less padding; callers put results back in order), under no_grad in eval mode; the model's
-        mode is restored and progress reported."""
+        longest first (less padding; callers put results back in order), under no_grad in eval mode with the fast
+        no-gradient forward (`urpo_kit.models.fast_inference`); the model's mode is restored and progress reported."""
         import torch
 
         tok = self.tokenizer
         lengths = [len(ids) for ids in tok(list(texts), add_special_tokens=False)["input_ids"]] if texts else []
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])
         tok.padding_side = "left"
-        with self.unwrap() as model, torch.no_grad():
+        with self.unwrap() as model, torch.no_grad(), fast_inference(model):
             was_training = model.training
             model.eval()
             try:

@@ -21,7 +21,6 @@ from urpo_kit.config.loader import origin_of
 from urpo_kit.config.schema import Recipe
 from urpo_kit.errors import UrpoError
 from urpo_kit.kinds import OpenEnded
-from urpo_kit.models import fast_inference
 from urpo_kit.referee import (
     Backend,
     HFBackend,
@@ -121,7 +120,6 @@ def generation_context(trainer: GRPOTrainer) -> Callable[[], contextlib.Abstract
                 gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs,
             ) as model,
             DistributedBackend(trainer.accelerator).summon_full_params(trainer.model_wrapped, recurse=False),
-            fast_inference(model),
         ):
             yield model
 
