@@ -32,10 +32,10 @@ def make_task(folder: Path, name: str, rows: int | list[dict], *, weight: float 
     return prepare_task(yaml, weight=weight)
 
 
-def make_preference(folder: Path, name: str = "pref", rows: int = 1) -> PreparedTask:
+def make_preference(folder: Path, name: str = "pref", rows: int = 1, extra: str = "") -> PreparedTask:
     data = [{"prompt": f"q{i}", "ranked": [f"best {i}", f"good {i}", f"bad {i}", f"worst {i}"]} for i in range(rows)]
     write(folder / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in data))
-    yaml = write(folder / f"{name}.yaml", f"name: {name}\nkind: preference\nsource: {{path: {name}.jsonl}}\n")
+    yaml = write(folder / f"{name}.yaml", f"name: {name}\nkind: preference\nsource: {{path: {name}.jsonl}}\n{extra}")
     return prepare_task(yaml)
 
 
@@ -220,6 +220,26 @@ def test_same_preference_row_is_shuffled_differently_at_each_position(tmp_path: 
     assert len({tuple(e.payload.order) for e in episodes}) >= 5
     for e in episodes:
         assert [e.payload.order[g] for g in e.payload.gold] == [0, 1, 2, 3]
+
+
+def test_orders_per_row_shows_each_row_with_the_best_at_every_position_side_by_side(tmp_path: Path) -> None:
+    """orders_per_row: 2: places 2j and 2j+1 show the same row, the best one shown position further the second
+    time (with two candidates: both orders), and a pass over the rows takes twice as many places; steps by role keep
+    each pair of places in one step."""
+    pairs = make_preference(tmp_path, rows=3, extra="orders_per_row: 2\n")
+    stream = MixedStream([pairs], 12, seed=0, step_size=4)
+    episodes = list(stream.episodes())
+    assert [e.row for e in episodes[:6]] == [1, 1, 2, 2, 3, 3]
+    assert stream.epochs() == {"pref": 2.0} and [e.epoch for e in episodes] == [0] * 6 + [1] * 6
+    for first, second in zip(episodes[::2], episodes[1::2]):
+        assert first.row == second.row and first.position // 4 == second.position // 4
+        assert second.payload.order.index(0) == (first.payload.order.index(0) + 1) % 4
+        assert first.messages != second.messages
+
+
+def test_orders_per_row_needs_balanced_shuffled_positions(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="orders_per_row"):
+        make_preference(tmp_path, rows=2, extra="orders_per_row: 2\nbalance_positions: false\n")
 
 
 # ------------------------------------------------------------------------------------------------ bad rows

@@ -252,10 +252,11 @@ class MixedStream:
             raise IndexError(f"position {position} outside the stream (0..{self.length - 1})")
         ti, k = self.schedule[position]
         task = self.tasks[ti]
-        idx = self._row_index(ti, k)
+        use, presentation = divmod(k, task.task.presentations)  # a row may fill several consecutive places
+        idx = self._row_index(ti, use)
         ep = task.task.episode(task.rows.rows[idx], row_number=task.rows.row_numbers[idx], seed=self.seed,
-                               position=position)
-        ep.epoch = k // len(task.rows.rows)
+                               position=position, presentation=presentation)
+        ep.epoch = use // len(task.rows.rows)
         return ep
 
     def episodes(self, start: int = 0, stop: int | None = None) -> Iterator[Episode]:
@@ -271,4 +272,4 @@ class MixedStream:
 
     def epochs(self) -> dict[str, float]:
         """Passes over each task's rows that the stream makes (above 1 means the task cycles)."""
-        return {t.name: c / len(t.rows.rows) for t, c in zip(self.tasks, self.counts)}
+        return {t.name: c / (len(t.rows.rows) * t.task.presentations) for t, c in zip(self.tasks, self.counts)}

@@ -109,16 +109,23 @@ class ResolvedTask(ABC, Generic[P]):
             out[name] = render(expr, row, f"fields.{name}", row_number)
         return out
 
+    @property
+    def presentations(self) -> int:
+        """How many consecutive places of the training stream one row fills, each rendered with its own
+        `presentation` index (a preference task's `orders_per_row`); 1 for most tasks."""
+        return 1
+
     def episode(self, row: dict[str, Any], *, row_number: int | None = None, seed: int = 0,
-                position: int | None = None) -> Episode[P]:
-        """Render one row. `seed` and `position` fix any seeded choice (a referee's shuffle) reproducibly."""
+                position: int | None = None, presentation: int = 0) -> Episode[P]:
+        """Render one row. `seed` and `position` fix any seeded choice (a referee's shuffle) reproducibly;
+        `presentation` (0..presentations-1) picks which of a row's renderings this is."""
         messages, payload = self.render(self.variables(row, row_number), row_number=row_number, seed=seed,
-                                        position=position)
+                                        position=position, presentation=presentation)
         return Episode(self.name, messages, payload, row_number, position)
 
     @abstractmethod
     def render(self, variables: dict[str, Any], *, row_number: int | None, seed: int,
-               position: int | None) -> tuple[Messages, P]:
+               position: int | None, presentation: int = 0) -> tuple[Messages, P]:
         """The messages and payload of one row's variables."""
 
     @abstractmethod

@@ -72,7 +72,7 @@ class OpenEnded(ResolvedTask[OpenEndedEpisode]):
         return self.referee.mode.whole_groups
 
     def render(self, variables: dict[str, Any], *, row_number: int | None, seed: int,
-               position: int | None) -> tuple[Messages, OpenEndedEpisode]:
+               position: int | None, presentation: int = 0) -> tuple[Messages, OpenEndedEpisode]:
         messages = self.player.messages(variables, row_number)
         return messages, OpenEndedEpisode(messages[-1]["content"])
 

@@ -39,6 +39,14 @@ class PreferenceTask(TaskBase):
         "few pairs per step often puts the best one second in most of them, and GRPO then rewards the position "
         "(two runs on the bundled model swung to always naming the second response by step 11); "
         "false: a plain seeded shuffle")
+    orders_per_row: int = Field(
+        1, ge=1, description="training: each row fills this many consecutive places of the stream, the best "
+        "candidate one shown position further each time (needs `referee.shuffle` and `balance_positions`). 2 with "
+        "two candidates shows every pair in both orders side by side, in one step when the task's prompts in a step "
+        "are an even number (the only referee task of a recipe with `grpo.steps_by_role` and an even "
+        "`prompts_per_step`): the position parts of the two groups' expected updates cancel and their content parts "
+        "add up. Their sampling noise does not cancel, so a referee can still drift to one position. Each row is "
+        "used that many times: a pass over the rows takes that many times as many prompts")
     position_balance: float = Field(
         0.0, ge=0.0, description="training only: a judgment whose top pick sits at shown position j gains "
         "weight x max(0, 1/N - f_j), f_j being the share of this step's judgments of the task that picked position "
@@ -84,6 +92,9 @@ class Preference(ResolvedTask[PreferenceEpisode]):
             if name in spec.referee.model_fields_set:
                 raise FieldError(f"referee.{name}", "does not apply to a trained preference task: GRPO samples one "
                                                     "judgment per completion, at the player role's sampling")
+        if spec.orders_per_row > 1 and not (spec.referee.shuffle and spec.balance_positions):
+            raise FieldError("orders_per_row", "shows a row in several orders chosen by balance_positions: it needs "
+                                               "referee.shuffle: true and balance_positions: true")
         if self.samples_labels and spec.max_candidates > 2 and spec.score != "top1":
             raise FieldError("score", "with referee.verdict: likelihood a trained judgment is one label drawn from "
                                       "the label probabilities (the candidate ranked first): use score: top1, or "
@@ -109,13 +120,18 @@ class Preference(ResolvedTask[PreferenceEpisode]):
     def question_text(self, variables: dict[str, Any], row_number: int | None = None) -> str:
         return str(render(self.question, variables, "prompt", row_number))
 
+    @property
+    def presentations(self) -> int:
+        return self.spec.orders_per_row
+
     def render(self, variables: dict[str, Any], *, row_number: int | None, seed: int,
-               position: int | None) -> tuple[Messages, PreferenceEpisode]:
+               position: int | None, presentation: int = 0) -> tuple[Messages, PreferenceEpisode]:
         ranked = self.ranked_candidates(variables, row_number)
         rng = random.Random(stable_seed(seed, self.name, row_number, position))
         question = self.question_text(variables, row_number)
         if self.spec.balance_positions and self.spec.referee.shuffle and row_number is not None:
-            view = self.referee.render_order(question, ranked, balanced_order(len(ranked), row_number, rng))
+            best = (row_number + presentation) % len(ranked)
+            view = self.referee.render_order(question, ranked, balanced_order(len(ranked), best, rng))
         else:
             view = self.referee.render(question, ranked, rng)
         # gold ranking over shown positions: where the best original candidate is shown, then the second best, ...
@@ -179,12 +195,12 @@ class Preference(ResolvedTask[PreferenceEpisode]):
         return f"{len(payload.labels)} candidates, gold {verdict!r}"
 
 
-def balanced_order(n: int, row_number: int, rng: random.Random) -> list[int]:
-    """A presentation order (original index per shown position) with the best candidate (index 0) at position
-    `row_number mod n` and the others shuffled around it."""
+def balanced_order(n: int, best: int, rng: random.Random) -> list[int]:
+    """A presentation order (original index per shown position) with the best candidate (index 0) at shown position
+    `best` (< n) and the others shuffled around it."""
     others = list(range(1, n))
     rng.shuffle(others)
-    others.insert(row_number % n, 0)
+    others.insert(best, 0)
     return others
 
 

@@ -79,7 +79,7 @@ class Verifiable(ResolvedTask[VerifiableEpisode]):
         self.verify = resolve_verifier(spec.answer, allow_code=allow_code)
 
     def render(self, variables: dict[str, Any], *, row_number: int | None, seed: int,
-               position: int | None) -> tuple[Messages, VerifiableEpisode]:
+               position: int | None, presentation: int = 0) -> tuple[Messages, VerifiableEpisode]:
         gold = str(render(self.gold, variables, "answer.gold", row_number)).strip()
         if not gold:
             raise FieldError("answer.gold", "the gold answer renders empty", row_number=row_number)
