@@ -9,7 +9,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, transformers, trl, peft, accelerate; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__, 'trl', trl.__version__, 'peft', peft.__version__)"
 # 1) the trainer's and referee's unit tests with CUDA visible (models land on the GPU, bf16 where auto)
 timeout 240 python3 -m pytest -q -x -p no:cacheprovider tests/test_referee.py tests/test_referee_likelihood.py tests/test_train.py \
-  tests/test_train_trl_contract.py 2>&1 | tail -15
+  tests/test_train_trl_contract.py tests/test_models.py -k 'not bundled' 2>&1 | tail -15
 # 2) one short training run of the quickstart mix on the GPU with the tiny model (bundled weights cannot travel)
 timeout 180 python3 -m urpo_kit train recipes/quickstart.yaml --set model.name=tiny:llama --set model.dtype=auto \
   --set model.lora=null --set grpo.steps=4 --set 'eval.suites=[]' --set output_dir=$OUT/gpu-run 2>&1 | tail -25
@@ -29,4 +29,25 @@ out = os.path.join(os.environ["OUT"], "judged.jsonl")
 subprocess.run(["python3", "-m", "urpo_kit", "judge", "--model", "tiny:llama", "--input", path, "--output", out,
                 "--mode", "pairwise", "--verdict", "likelihood", "--debias", "both_orders"], timeout=120)
 print(open(out).readline()[:600] if os.path.exists(out) else "no output")
+PY
+# 4) the fast no-gradient LoRA forward on the GPU (bfloat16 base, float32 adapters as PEFT makes them): its logits
+#    against PEFT's, and the time of one judging-sized forward pass each way
+python3 - <<'PY'
+import time, torch
+from peft import LoraConfig, get_peft_model
+from urpo_kit.models import fast_inference, tiny_model
+model = get_peft_model(tiny_model()[0].to("cuda", torch.bfloat16), LoraConfig(r=16, target_modules="all-linear"))
+for name, p in model.named_parameters():
+    if "lora_B" in name:
+        p.data.normal_(0, 0.02)
+ids = torch.randint(0, 100, (16, 580), device="cuda")
+def timed(label):
+    with torch.no_grad():
+        model(input_ids=ids, logits_to_keep=1); torch.cuda.synchronize(); t = time.perf_counter()
+        out = model(input_ids=ids, logits_to_keep=1).logits.float(); torch.cuda.synchronize()
+    print(label, f"{(time.perf_counter() - t) * 1000:.1f} ms"); return out
+peft_logits = timed("peft")
+with fast_inference(model):
+    fast_logits = timed("fast_inference")
+print("max |fast - peft| logit:", (fast_logits - peft_logits).abs().max().item())
 PY
