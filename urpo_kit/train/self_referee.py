@@ -105,8 +105,7 @@ class SelfReferee:
 
 # ------------------------------------------------------------------------------------------------ trainer backends
 def generation_context(trainer: GRPOTrainer) -> Callable[[], contextlib.AbstractContextManager[Any]]:
-    """The trainer's model in generation form, as TRL itself gets it before `generate` (DDP, ZeRO-3, FSDP), its LoRA
-    layers on their fast no-gradient forward (`urpo_kit.models.inference`)."""
+    """The trainer's model in generation form, as TRL itself gets it before `generate` (DDP, ZeRO-3, FSDP)."""
     from trl.distributed import DistributedBackend
     from trl.models import unwrap_model_for_generation
 
