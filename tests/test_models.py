@@ -373,8 +373,8 @@ def test_fast_inference_matches_peft_without_gradients_and_restores_the_layers(m
         with fast_inference(model), model.disable_adapter():  # disabled adapters fall through to PEFT
             assert torch.equal(model(**ids).logits, base_logits)
         with fast_inference(model):
-            with fast_inference(model):  # nested (a backend inside an evaluation): the outer one's
-                pass
+            with fast_inference(model):  # nested (a backend inside an evaluation): the outer one's, not a second
+                assert len(model.get_output_embeddings()._forward_pre_hooks) == 1
             assert all("forward" in m.__dict__ for m in layers)
     assert not torch.allclose(peft_logits, base_logits, atol=1e-2)  # the adapters matter here
     torch.testing.assert_close(fast_logits, peft_logits, atol=1e-5, rtol=1e-5)
