@@ -261,6 +261,12 @@ class Grpo(Strict):
         "temperature on every step (TRL has one); text steps also sample at it, while referee steps that draw one "
         "label (preference tasks with referee.verdict: likelihood) draw at roles.referee's, an exploration "
         "temperature. generation.backend hf only")
+    optimizer_state: Literal["per_role", "shared"] = Field(
+        "per_role", description="with steps_by_role, whether each role keeps its own optimizer state (Adam's "
+        "moments and step count; saved in checkpoints) or both share one. Shared, a referee step's gradient (often "
+        "several times a player step's) is most of the momentum a following player step applies, and its square "
+        "scales the player's update down. Per role is TRL's optimizer, its state swapped at each role change; "
+        "not under DeepSpeed or FSDP (use shared there). Without steps_by_role there is one state")
     lr: float = Field(1e-5, gt=0.0, description="learning rate (constant after warmup_steps)")
     beta: float = Field(0.0, ge=0.0, description="KL coefficient (0: no reference model)")
     epsilon: float = Field(0.2, gt=0.0, description="PPO-style clipping range of the probability ratio")

@@ -16,6 +16,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from urpo_kit.eval.report import summary_table
 from urpo_kit.quiet import is_quiet
 from urpo_kit.train.metrics import RunLog, plot_run
+from urpo_kit.train.optim import use_role
 from urpo_kit.train.rewards import StepObserver
 
 # Keys of the Trainer's end-of-training summary, which is logged like a step but is none.
@@ -159,10 +160,12 @@ class RoleStepCallback(TrainerCallback):
     """Steps by role (`grpo.steps_by_role`): before a step generates, its role's generation settings (the length,
     and the suppressed tokens of a referee step that draws labels: trainer.step_generation) are set on the trainer
     (`bind` it once the trainer exists). TRL generates a step's completions at the step's first micro-batch, which
-    comes after `on_step_begin`."""
+    comes after `on_step_begin`. With `per_role_optimizer`, the step's role's optimizer state is selected too
+    (train.optim)."""
 
-    def __init__(self, step_role: Callable[[int], str], settings: dict[str, dict[str, Any]]):
-        self.step_role, self.settings = step_role, settings
+    def __init__(self, step_role: Callable[[int], str], settings: dict[str, dict[str, Any]],
+                 per_role_optimizer: bool = False):
+        self.step_role, self.settings, self.per_role_optimizer = step_role, settings, per_role_optimizer
         self.trainer: Any = None
 
     def bind(self, trainer: Any) -> None:
@@ -170,7 +173,10 @@ class RoleStepCallback(TrainerCallback):
 
     def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                       **kwargs: Any) -> None:
+        role = self.step_role(state.global_step)
+        if self.per_role_optimizer:
+            use_role(self.trainer.optimizer, role)
         # TRL's HF generation reads both (generation_kwargs overrides the model's own config; contract-tested)
-        for name, value in self.settings[self.step_role(state.global_step)].items():
+        for name, value in self.settings[role].items():
             setattr(self.trainer.generation_config, name, value)
             self.trainer.generation_kwargs[name] = value

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urpo_kit.compiler import MixedStream, PreparedTask, prepare_recipe_tasks
 from urpo_kit.config import locate
 from urpo_kit.config.files import writable_folder
+from urpo_kit.config.refs import located
 from urpo_kit.config.schema import Recipe
 from urpo_kit.errors import ConfigError, FieldError, UrpoError
 from urpo_kit.kinds import Episode, OpenEnded, Preference
@@ -28,6 +29,7 @@ from urpo_kit.sources import describe_skipped
 from urpo_kit.train.layout import BatchLayout, batch_layout
 from urpo_kit.train.card import write_model_card
 from urpo_kit.train.metrics import RunLog, read_heldout
+from urpo_kit.train.optim import role_state_optimizer
 from urpo_kit.train.resume import check_resume, checkpoint_step, fingerprint, set_aside_incomplete, write_run_info
 from urpo_kit.train.rewards import StepObserver, reward_functions
 from urpo_kit.train.self_referee import SelfReferee, generation_context, trainer_backend
@@ -190,6 +192,11 @@ def grpo_config(recipe: Recipe, layout: BatchLayout, **extra: Any) -> GRPOConfig
     return GRPOConfig(**kwargs)
 
 
+def per_role_optimizer(recipe: Recipe) -> bool:
+    """Whether the run keeps one optimizer state per role (RoleStepCallback selects it before each step)."""
+    return recipe.grpo.steps_by_role and recipe.grpo.optimizer_state == "per_role"
+
+
 def make_trainer(recipe: Recipe, layout: BatchLayout, dataset: Dataset, rewards: Sequence[Callable[..., Any]],
                  referee: SelfReferee | None, callbacks: Sequence[TrainerCallback] = (), tokenizer: Any = None,
                  **config_overrides: Any) -> GRPOTrainer:
@@ -213,6 +220,12 @@ def make_trainer(recipe: Recipe, layout: BatchLayout, dataset: Dataset, rewards:
         raise UrpoError(f"the launcher reports {layout.num_processes} processes but accelerate runs "
                         f"{trainer.accelerator.num_processes}; launch with `accelerate launch` or torchrun")
     trainer.remove_callback(PrinterCallback)  # added by disable_tqdm; the run log and step lines replace it
+    if per_role_optimizer(recipe):
+        if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
+            raise located(recipe, "grpo.optimizer_state", "one optimizer state per role is not supported under "
+                          "DeepSpeed or FSDP (they build and checkpoint the optimizer themselves): set "
+                          "grpo.optimizer_state: shared")
+        trainer.optimizer_cls_and_kwargs = role_state_optimizer(trainer.args, trainer.model)  # contract test
     if recipe.generation.backend == "hf":
         fast_generate(trainer.model)  # TRL generates with `trainer.model.generate` (contract test)
     if referee is not None:
@@ -278,8 +291,8 @@ def build_run(recipe: Recipe, *, resume: bool = False, callbacks: Sequence[Train
     print_line = functools.partial(print, flush=True) if progress else None
     heldout = _heldout_callback(recipe, suites, run_dir, run_log, run_suite, resume_from, print_line)
     # the step line comes before the held-out evaluation, so that its seconds per step leave the evaluation out
-    role_steps = RoleStepCallback(stream.step_role, step_generation(recipe, tasks, records, tokenizer)) \
-        if recipe.grpo.steps_by_role else None
+    role_steps = RoleStepCallback(stream.step_role, step_generation(recipe, tasks, records, tokenizer),
+                                  per_role_optimizer(recipe)) if recipe.grpo.steps_by_role else None
     ours: list[TrainerCallback | None] = [RunLogCallback(run_log, observer, gather_object),
                                           StepLineCallback(print_line) if print_line else None,
                                           heldout, PlotsCallback(run_dir), role_steps, *callbacks]
