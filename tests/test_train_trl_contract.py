@@ -93,7 +93,8 @@ def test_vllm_helper_attributes():
 def test_hf_generation_reads_generation_config_and_kwargs_each_step():
     """callbacks.RoleStepCallback: the HF path generates with `self.generation_config` and overrides the model's own
     config with `self.generation_kwargs` (both built once at init, read at every generation), and generation happens
-    in `_prepare_inputs` of a step's first micro-batch, after the Trainer's `on_step_begin`."""
+    in `_prepare_inputs` of a step's first micro-batch, after the Trainer's `on_step_begin`. label_draws.LabelDraws
+    recognises TRL's call by that `generation_config` object."""
     init = inspect.getsource(GRPOTrainer.__init__)
     assert "self.generation_config = GenerationConfig(**generation_kwargs" in init
     assert "self.generation_kwargs = generation_kwargs" in init

@@ -261,6 +261,12 @@ class Grpo(Strict):
         "temperature on every step (TRL has one); text steps also sample at it, while referee steps that draw one "
         "label (preference tasks with referee.verdict: likelihood) draw at roles.referee's, an exploration "
         "temperature. generation.backend hf only")
+    referee_draws: Literal["systematic", "independent"] = Field(
+        "systematic", description="with steps_by_role, how a referee step that draws one label (a preference task "
+        "with referee.verdict: likelihood) draws the group_size labels of a prompt: systematic, from one uniform "
+        "spread over the group (each draw still follows the label probabilities; a label of probability p is drawn "
+        "floor or ceil of G p times, so the luck of which groups are mixed no longer moves the label bias), or "
+        "independent, as generation samples")
     optimizer_state: Literal["per_role", "shared"] = Field(
         "per_role", description="with steps_by_role, whether each role keeps its own optimizer state (Adam's "
         "moments and step count; saved in checkpoints) or both share one. Shared, a referee step's gradient (often "

@@ -13,7 +13,7 @@ from urpo_kit.models.loading import (
     resolve_dtype,
     resolve_model_path,
 )
-from urpo_kit.models.inference import fast_inference, fast_generate
+from urpo_kit.models.inference import fast_generate, fast_inference, last_token_logits
 from urpo_kit.models.tiny import tiny_model, tiny_model_folder, tiny_tokenizer
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "fast_inference",
     "fast_generate",
     "gguf_path",
+    "last_token_logits",
     "load_gguf",
     "load_model",
     "load_tokenizer",

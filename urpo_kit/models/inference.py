@@ -128,3 +128,10 @@ def fast_generate(model: Any) -> None:
             return plain(*args, **kwargs)
 
     model.generate = generate
+
+
+def last_token_logits(model: Any, batch: dict[str, Any]) -> Any:
+    """Logits at the last position of a left-padded batch (one forward pass, no cache): position ids count from each
+    row's first real token, so a padded prompt reads as it would alone, as generation reads it."""
+    positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    return model(**batch, position_ids=positions, logits_to_keep=1, use_cache=False).logits[:, -1, :]

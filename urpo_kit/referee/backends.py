@@ -13,7 +13,7 @@ from typing import Any, Callable, ContextManager, Iterator, Protocol, Sequence
 
 from urpo_kit.config.schema import SamplingParams
 from urpo_kit.errors import UrpoError
-from urpo_kit.models import fast_inference
+from urpo_kit.models import fast_inference, last_token_logits
 
 Messages = list[dict[str, str]]
 
@@ -111,8 +111,7 @@ class HFBackend:
                 model.train(was_training)
 
     def next_token_logprobs(self, prompts: Sequence[Messages], token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
-        """One forward pass per batch, logits of the last position only; position ids count from each prompt's
-        first real token, so a left-padded prompt reads as it would alone."""
+        """One forward pass per batch, logits of the last position only (`last_token_logits`)."""
         texts = [chat_prompt(self.tokenizer, m) for m in prompts]
         known = self.remembered or {}
         missing = [i for i, t in enumerate(texts) if t not in known]
@@ -120,9 +119,7 @@ class HFBackend:
             self.progress(len(texts) - len(missing))  # read from the last generation
         read: dict[str, Any] = {}
         for model, idx, batch in self._batches([texts[i] for i in missing]):
-            positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-            logits = model(**batch, position_ids=positions, logits_to_keep=1, use_cache=False).logits
-            for row, logprobs in zip(idx, logits[:, -1, :].float().log_softmax(-1)):
+            for row, logprobs in zip(idx, last_token_logits(model, batch).float().log_softmax(-1)):
                 read[texts[missing[row]]] = logprobs
         return [(read[t] if t in read else known[t])[list(ids)].tolist() for t, ids in zip(texts, token_ids)]
 

@@ -16,6 +16,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from urpo_kit.eval.report import summary_table
 from urpo_kit.quiet import is_quiet
 from urpo_kit.train.metrics import RunLog, plot_run
+from urpo_kit.train.label_draws import LabelDraws
 from urpo_kit.train.optim import use_role
 from urpo_kit.train.rewards import StepObserver
 
@@ -161,21 +162,27 @@ class RoleStepCallback(TrainerCallback):
     and the suppressed tokens of a referee step that draws labels: trainer.step_generation) are set on the trainer
     (`bind` it once the trainer exists). TRL generates a step's completions at the step's first micro-batch, which
     comes after `on_step_begin`. With `per_role_optimizer`, the step's role's optimizer state is selected too
-    (train.optim)."""
+    (train.optim); with `systematic_draws`, a referee step that draws labels draws them by train.label_draws."""
 
     def __init__(self, step_role: Callable[[int], str], settings: dict[str, dict[str, Any]],
-                 per_role_optimizer: bool = False):
+                 per_role_optimizer: bool = False, systematic_draws: bool = False):
         self.step_role, self.settings, self.per_role_optimizer = step_role, settings, per_role_optimizer
+        self.systematic_draws = systematic_draws
         self.trainer: Any = None
+        self.draws: LabelDraws | None = None
 
     def bind(self, trainer: Any) -> None:
         self.trainer = trainer
+        if self.systematic_draws and self.settings["referee"]["suppress_tokens"]:
+            self.draws = LabelDraws(trainer.model, trainer.generation_config, len(trainer.processing_class))
 
     def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                       **kwargs: Any) -> None:
         role = self.step_role(state.global_step)
         if self.per_role_optimizer:
             use_role(self.trainer.optimizer, role)
+        if self.draws is not None:
+            self.draws.active = role == "referee"
         # TRL's HF generation reads both (generation_kwargs overrides the model's own config; contract-tested)
         for name, value in self.settings[role].items():
             setattr(self.trainer.generation_config, name, value)

@@ -292,7 +292,8 @@ def build_run(recipe: Recipe, *, resume: bool = False, callbacks: Sequence[Train
     heldout = _heldout_callback(recipe, suites, run_dir, run_log, run_suite, resume_from, print_line)
     # the step line comes before the held-out evaluation, so that its seconds per step leave the evaluation out
     role_steps = RoleStepCallback(stream.step_role, step_generation(recipe, tasks, records, tokenizer),
-                                  per_role_optimizer(recipe)) if recipe.grpo.steps_by_role else None
+                                  per_role_optimizer(recipe), recipe.grpo.referee_draws == "systematic") \
+        if recipe.grpo.steps_by_role else None
     ours: list[TrainerCallback | None] = [RunLogCallback(run_log, observer, gather_object),
                                           StepLineCallback(print_line) if print_line else None,
                                           heldout, PlotsCallback(run_dir), role_steps, *callbacks]
