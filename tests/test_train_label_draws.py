@@ -89,3 +89,44 @@ def test_a_runs_label_drawing_referee_steps_draw_systematically(tmp_path: Path, 
     else:
         assert len(calls) == len(referee_steps)
         assert all(end - start == recipe.grpo.group_size for groups in calls for start, end in groups)
+
+
+def test_one_token_completions_of_a_prompt_share_one_pass_with_trls_figures_and_gradients(tmp_path: Path):
+    """label_draws.share_prompt_passes against TRL's own `_get_per_token_logps_and_entropies` (contract): the same
+    log-probabilities, entropies and gradients for one-token completions of repeated left-padded prompts, from one
+    forward pass per prompt; longer completions take TRL's path."""
+    from trl import GRPOTrainer
+
+    from urpo_kit.train.trainer import build_run
+
+    path = write_tasks(tmp_path)
+    trainer = build_run(load_recipe(path, ["roles.player.temperature=0.7"]), progress=False).trainer
+    model = trainer.model
+    model.train()
+    pad = trainer.processing_class.pad_token_id
+    prompts = [[pad, pad, 11, 12, 13], [21, 22, 23, 24, 25]]
+    ids = torch.tensor([prompts[0] + [t] for t in (30, 31, 30)] + [prompts[1] + [t] for t in (40, 41, 42)])
+    mask = (ids != pad).long()
+    calls = {"n": 0}
+    forward = model.forward
+
+    def counting(*args, **kwargs):
+        calls["n"] += kwargs["input_ids"].shape[0]
+        return forward(*args, **kwargs)
+
+    def run(method):
+        model.zero_grad()
+        logps, entropies, _ = method(model, ids, mask, 1, compute_entropy=True)
+        (logps.sum() + entropies.sum()).backward()
+        return logps.detach(), entropies.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    theirs = run(lambda *a, **k: GRPOTrainer._get_per_token_logps_and_entropies(trainer, *a, **k))
+    model.forward = counting
+    ours = run(trainer._get_per_token_logps_and_entropies)
+    assert calls["n"] == 2  # one row per distinct prompt
+    assert torch.allclose(ours[0], theirs[0], atol=1e-5) and torch.allclose(ours[1], theirs[1], atol=1e-5)
+    assert len(ours[2]) == len(theirs[2]) and all(torch.allclose(a, b, atol=1e-5) for a, b in zip(ours[2], theirs[2]))
+    calls["n"] = 0
+    trainer._get_per_token_logps_and_entropies(model, torch.cat([ids, ids[:, -1:]], 1),
+                                               torch.cat([mask, mask[:, -1:]], 1), 2)
+    assert calls["n"] == ids.shape[0]  # two-token completions: TRL's pass over every row

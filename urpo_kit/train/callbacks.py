@@ -179,7 +179,7 @@ class RoleStepCallback(TrainerCallback):
     def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                       **kwargs: Any) -> None:
         role = self.step_role(state.global_step)
-        if self.per_role_optimizer:
+        if self.per_role_optimizer and self.trainer.optimizer is not None:  # None only before training starts
             use_role(self.trainer.optimizer, role)
         if self.draws is not None:
             self.draws.active = role == "referee"

@@ -12,6 +12,10 @@ times, so two orders of a content-blind pair draw the same counts and their push
 
 It replaces generation on those steps (one token from the labels needs one forward pass, as generation's prefill
 is) and leaves every other step to `model.generate`.
+
+The G completions of such a step's prompt differ in one token, and the log-probability of that token depends on the
+prompt alone: `share_prompt_passes` makes TRL's log-probability passes (loss, reference, old policy) run one forward
+pass per distinct prompt instead of one per completion, the same figures and gradients at a G-th of the cost.
 """
 
 from __future__ import annotations
@@ -75,3 +79,36 @@ class LabelDraws:
         drawn = labels[systematic_draws(probs, prompt_groups(batch["input_ids"], batch["attention_mask"]))
                        .to(labels.device)]
         return torch.cat([batch["input_ids"], drawn[:, None].to(batch["input_ids"].dtype)], dim=1)
+
+
+# TRL's multimodal inputs to `_get_per_token_logps_and_entropies`; a batch with any of them takes TRL's own path
+_MULTIMODAL = ("pixel_values", "image_grid_thw", "pixel_attention_mask", "spatial_shapes", "image_sizes",
+               "token_type_ids", "mm_token_type_ids", "image_position_ids")
+
+
+def share_prompt_passes(trainer: Any) -> None:
+    """Batches whose completions are one token long: TRL's per-token log-probabilities and entropies from one forward
+    pass per run of identical prompts (module docstring), read at the loss temperature as TRL's fused head reads
+    them; any other batch goes through TRL's own method (contract test)."""
+    import torch
+
+    original = trainer._get_per_token_logps_and_entropies
+
+    def per_token_logps(model: Any, input_ids: Any, attention_mask: Any, logits_to_keep: int, batch_size: Any = None,
+                        compute_entropy: bool = False, compute_aux_loss: bool = False, **extra: Any) -> Any:
+        groups = prompt_groups(input_ids[:, :-1], attention_mask[:, :-1]) if logits_to_keep == 1 else []
+        if (not groups or len(groups) == input_ids.shape[0] or compute_aux_loss or not bool(attention_mask[:, -1].all())
+                or any(extra.get(name) is not None for name in _MULTIMODAL)):
+            return original(model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
+                            compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **extra)
+        firsts = torch.tensor([start for start, _ in groups], device=input_ids.device)
+        rows = torch.repeat_interleave(torch.arange(len(groups), device=input_ids.device),
+                                       torch.tensor([end - start for start, end in groups], device=input_ids.device))
+        with trainer.accelerator.autocast():
+            logits = model(input_ids=input_ids[firsts, :-1], attention_mask=attention_mask[firsts, :-1],
+                           logits_to_keep=1).logits[:, -1, :]
+        logps = (logits.float() / trainer.temperature).log_softmax(-1)[rows]
+        entropies = -(logps.exp() * logps).sum(-1, keepdim=True) if compute_entropy else None
+        return logps.gather(-1, input_ids[:, -1:]), entropies, None
+
+    trainer._get_per_token_logps_and_entropies = per_token_logps

@@ -28,6 +28,7 @@ from urpo_kit.referee.backends import Messages, chat_prompt
 from urpo_kit.sources import describe_skipped
 from urpo_kit.train.layout import BatchLayout, batch_layout
 from urpo_kit.train.card import write_model_card
+from urpo_kit.train.label_draws import share_prompt_passes
 from urpo_kit.train.metrics import RunLog, read_heldout
 from urpo_kit.train.optim import role_state_optimizer
 from urpo_kit.train.resume import check_resume, checkpoint_step, fingerprint, set_aside_incomplete, write_run_info
@@ -228,6 +229,7 @@ def make_trainer(recipe: Recipe, layout: BatchLayout, dataset: Dataset, rewards:
         trainer.optimizer_cls_and_kwargs = role_state_optimizer(trainer.args, trainer.model)  # contract test
     if recipe.generation.backend == "hf":
         fast_generate(trainer.model)  # TRL generates with `trainer.model.generate` (contract test)
+    share_prompt_passes(trainer)  # one-token completions (a referee step's labels): one pass per prompt
     if referee is not None:
         referee.backend.bind(trainer_backend(trainer, recipe))
         referee.check(recipe.grpo.group_size)
