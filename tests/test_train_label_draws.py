@@ -41,7 +41,12 @@ def test_prompt_groups_are_runs_of_identical_rows():
 class ForcedHead(torch.nn.Module):
     """A model whose next-token logits are fixed: label 3 has probability 3/4 over labels {3, 4} at temperature 1."""
 
+    def __init__(self):
+        super().__init__()
+        self.rows: list[int] = []
+
     def forward(self, input_ids, attention_mask, position_ids, logits_to_keep, use_cache):
+        self.rows.append(input_ids.shape[0])
         logits = torch.full((input_ids.shape[0], 1, 8), 5.0)
         logits[..., 3], logits[..., 4] = torch.log(torch.tensor(3.0)), 0.0
         return SimpleNamespace(logits=logits)
@@ -50,7 +55,7 @@ class ForcedHead(torch.nn.Module):
         return "generated"
 
 
-def test_label_draws_replace_generation_only_while_active():
+def test_label_draws_replace_generation_only_while_active_with_one_pass_per_prompt():
     model = ForcedHead()
     config = SimpleNamespace(suppress_tokens=[0, 1, 2, 5, 6, 7], temperature=1.0)
     draws = LabelDraws(model, config, vocab_size=8)
@@ -63,6 +68,7 @@ def test_label_draws_replace_generation_only_while_active():
     out = model.generate(**inputs)
     assert out[:, :2].equal(ids)
     assert sorted(out[:4, 2].tolist()) == [3, 3, 3, 4] and sorted(out[4:, 2].tolist()) == [3, 3, 3, 4]
+    assert model.rows == [2]  # one row per distinct prompt
 
 
 @pytest.mark.parametrize("draws", ["systematic", "independent"])

@@ -53,6 +53,15 @@ def prompt_groups(input_ids: Any, attention_mask: Any) -> list[tuple[int, int]]:
     return groups
 
 
+def group_rows(groups: list[tuple[int, int]], device: Any) -> tuple[Any, Any]:
+    """(the first row of each group, the group of each row): one pass per group, its result spread back to rows."""
+    import torch
+
+    firsts = torch.tensor([start for start, _ in groups], device=device)
+    sizes = torch.tensor([end - start for start, end in groups], device=device)
+    return firsts, torch.repeat_interleave(torch.arange(len(groups), device=device), sizes)
+
+
 class LabelDraws:
     """Wraps `model.generate` (the policy TRL generates with); while `active`, TRL's call (the one with the trainer's
     `generation_config`; the self-referee's own generation passes through) draws one label per row from the
@@ -70,15 +79,15 @@ class LabelDraws:
             return self.plain(*args, **kwargs)
         import torch
 
-        batch = {"input_ids": kwargs["input_ids"], "attention_mask": kwargs["attention_mask"]}
-        with torch.no_grad(), fast_inference(self.model):
-            logits = last_token_logits(self.model, batch).float()
-        labels = torch.tensor(sorted(set(range(self.vocab_size)) - set(config.suppress_tokens)),
-                              device=logits.device)
-        probs = (logits[:, labels] / config.temperature).softmax(-1).cpu()
-        drawn = labels[systematic_draws(probs, prompt_groups(batch["input_ids"], batch["attention_mask"]))
-                       .to(labels.device)]
-        return torch.cat([batch["input_ids"], drawn[:, None].to(batch["input_ids"].dtype)], dim=1)
+        ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
+        groups = prompt_groups(ids, mask)
+        firsts, rows = group_rows(groups, ids.device)
+        with torch.no_grad(), fast_inference(self.model):  # one pass per distinct prompt
+            logits = last_token_logits(self.model, {"input_ids": ids[firsts], "attention_mask": mask[firsts]})
+        labels = torch.tensor(sorted(set(range(self.vocab_size)) - set(config.suppress_tokens)), device=ids.device)
+        probs = (logits.float()[:, labels] / config.temperature).softmax(-1).cpu()
+        drawn = labels[systematic_draws(probs[rows.cpu()], groups).to(ids.device)]
+        return torch.cat([ids, drawn[:, None].to(ids.dtype)], dim=1)
 
 
 # TRL's multimodal inputs to `_get_per_token_logps_and_entropies`; a batch with any of them takes TRL's own path
@@ -101,9 +110,7 @@ def share_prompt_passes(trainer: Any) -> None:
                 or any(extra.get(name) is not None for name in _MULTIMODAL)):
             return original(model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
                             compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **extra)
-        firsts = torch.tensor([start for start, _ in groups], device=input_ids.device)
-        rows = torch.repeat_interleave(torch.arange(len(groups), device=input_ids.device),
-                                       torch.tensor([end - start for start, end in groups], device=input_ids.device))
+        firsts, rows = group_rows(groups, input_ids.device)
         with trainer.accelerator.autocast():
             logits = model(input_ids=input_ids[firsts, :-1], attention_mask=attention_mask[firsts, :-1],
                            logits_to_keep=1).logits[:, -1, :]
