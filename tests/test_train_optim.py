@@ -1,5 +1,5 @@
-"""One optimizer state per role (train.optim, `grpo.optimizer_state: per_role`): each role's steps follow their own
-Adam moments, checkpoints carry every role's state, and a training run with steps by role uses it."""
+"""One optimizer state per role (train.optim, `grpo.optimizer_state: per_role`; shared is the default): each role's
+steps follow their own Adam moments, checkpoints carry every role's state, and a training run by role uses it."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def by_role_recipe(tmp_path: Path, *overrides: str):
 def test_a_run_by_role_checkpoints_one_state_per_role_with_each_roles_step_count(tmp_path: Path):
     """In training (tiny model, steps by role), the checkpoint's optimizer state holds both roles, each having
     counted only its own steps; with `shared`, one state counts them all."""
-    recipe = by_role_recipe(tmp_path / "a", "grpo.steps=4", "grpo.save_steps=4")
+    recipe = by_role_recipe(tmp_path / "a", "grpo.steps=4", "grpo.save_steps=4", "grpo.optimizer_state=per_role")
     run_dir = Path(train(recipe, progress=False).run_dir)
     roles = json.loads((run_dir / "stream.json").read_text())["step_roles"]
     saved = torch.load(run_dir / "checkpoint-4" / "optimizer.pt", weights_only=True)
@@ -104,7 +104,7 @@ def test_a_run_by_role_checkpoints_one_state_per_role_with_each_roles_step_count
     for role, state in states.items():
         assert {float(s["step"]) for s in state.values()} == {float(roles.count(role))}
 
-    shared = by_role_recipe(tmp_path / "b", "grpo.steps=4", "grpo.save_steps=4", "grpo.optimizer_state=shared")
+    shared = by_role_recipe(tmp_path / "b", "grpo.steps=4", "grpo.save_steps=4")  # the default
     saved = torch.load(Path(train(shared, progress=False).run_dir) / "checkpoint-4" / "optimizer.pt",
                        weights_only=True)
     assert STASH_KEY not in saved and {float(s["step"]) for s in saved["state"].values()} == {4.0}
@@ -120,4 +120,4 @@ def test_per_role_state_under_fsdp_or_deepspeed_is_a_located_error(tmp_path: Pat
 
     monkeypatch.setattr(trl, "GRPOTrainer", ShardedTrainer)
     with pytest.raises(ConfigError, match="grpo.optimizer_state: one optimizer state per role is not supported"):
-        build_run(by_role_recipe(tmp_path), progress=False)
+        build_run(by_role_recipe(tmp_path, "grpo.optimizer_state=per_role"), progress=False)

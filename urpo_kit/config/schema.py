@@ -267,12 +267,12 @@ class Grpo(Strict):
         "spread over the group (each draw still follows the label probabilities; a label of probability p is drawn "
         "floor or ceil of G p times, so the luck of which groups are mixed no longer moves the label bias), or "
         "independent, as generation samples")
-    optimizer_state: Literal["per_role", "shared"] = Field(
-        "per_role", description="with steps_by_role, whether each role keeps its own optimizer state (Adam's "
-        "moments and step count; saved in checkpoints) or both share one. Shared, a referee step's gradient (often "
-        "several times a player step's) is most of the momentum a following player step applies, and its square "
-        "scales the player's update down. Per role is TRL's optimizer, its state swapped at each role change; "
-        "not under DeepSpeed or FSDP (use shared there). Without steps_by_role there is one state")
+    optimizer_state: Literal["shared", "per_role"] = Field(
+        "shared", description="with steps_by_role, whether both roles share the optimizer state (TRL's one "
+        "optimizer) or each role keeps its own (Adam's moments and step count, swapped at each role change and "
+        "saved in checkpoints; not under DeepSpeed or FSDP). Shared, a referee step's gradient carries into the next "
+        "player steps through the momentum and scales their updates; per role, each step's update is its own role's "
+        "moving average at the full learning rate. In our quickstart runs per role did not help (README)")
     lr: float = Field(1e-5, gt=0.0, description="learning rate (constant after warmup_steps)")
     beta: float = Field(0.0, ge=0.0, description="KL coefficient (0: no reference model)")
     epsilon: float = Field(0.2, gt=0.0, description="PPO-style clipping range of the probability ratio")

@@ -7,7 +7,8 @@ the referee's last direction. With a state per role each step's update is its ow
 learning rate: two optimizers over the same parameters, the trainer's one, whose state is swapped at a role change.
 
 The swap lives in the optimizer class (`with_role_state`), so checkpoints carry every role's state and a resumed run
-continues each role's moments; the trainer creates it through `Trainer.optimizer_cls_and_kwargs`.
+continues each role's moments; the trainer creates it through `Trainer.optimizer_cls_and_kwargs`. Opt-in
+(`grpo.optimizer_state: per_role`): in our 20-step quickstart runs it did not help either role (README).
 """
 
 from __future__ import annotations
