@@ -31,7 +31,7 @@ validate: setup
 docs: setup
 	$(PY) -m urpo_kit.docs
 
-# The main job: URPO on the bundled SmolLM2-135M, offline tasks, on the CPU (about 14 minutes on 2 idle cores).
+# The main job: URPO on the bundled SmolLM2-135M, offline tasks, on the CPU (about 12 minutes on 2 idle cores).
 # It ends with a table of held-out player and referee accuracy at step 0 and at the last step.
 quickstart: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(VENV)/bin/urpo-kit train recipes/quickstart.yaml $(ARGS)

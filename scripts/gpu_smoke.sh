@@ -9,7 +9,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, transformers, trl, peft, accelerate; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__, 'trl', trl.__version__, 'peft', peft.__version__)"
 # 1) the trainer's and referee's unit tests with CUDA visible (models land on the GPU, bf16 where auto)
 timeout 240 python3 -m pytest -q -x -p no:cacheprovider tests/test_referee.py tests/test_referee_likelihood.py tests/test_train.py \
-  tests/test_train_trl_contract.py tests/test_models.py -k 'not bundled' 2>&1 | tail -15
+  tests/test_train_trl_contract.py tests/test_models.py tests/test_train_label_draws.py tests/test_train_optim.py \
+  -k 'not bundled' 2>&1 | tail -15
 # 2) one short training run of the quickstart mix on the GPU with the tiny model (bundled weights cannot travel)
 timeout 180 python3 -m urpo_kit train recipes/quickstart.yaml --set model.name=tiny:llama --set model.dtype=auto \
   --set model.lora=null --set grpo.steps=4 --set 'eval.suites=[]' --set output_dir=$OUT/gpu-run 2>&1 | tail -25

@@ -15,8 +15,8 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from urpo_kit.eval.report import summary_table
 from urpo_kit.quiet import is_quiet
-from urpo_kit.train.metrics import RunLog, plot_run
 from urpo_kit.train.label_draws import LabelDraws
+from urpo_kit.train.metrics import RunLog, plot_run
 from urpo_kit.train.optim import use_role
 from urpo_kit.train.rewards import StepObserver
 

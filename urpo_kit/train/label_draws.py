@@ -15,7 +15,8 @@ is) and leaves every other step to `model.generate`.
 
 The G completions of such a step's prompt differ in one token, and the log-probability of that token depends on the
 prompt alone: `share_prompt_passes` makes TRL's log-probability passes (loss, reference, old policy) run one forward
-pass per distinct prompt instead of one per completion, the same figures and gradients at a G-th of the cost.
+pass per distinct prompt instead of one per completion: the same figures and gradients, at down to a G-th of the
+cost (a micro-batch that splits a group holds a part of it).
 """
 
 from __future__ import annotations
