@@ -111,7 +111,8 @@ def test_one_token_completions_of_a_prompt_share_one_pass_with_trls_figures_and_
     model.train()
     pad = trainer.processing_class.pad_token_id
     prompts = [[pad, pad, 11, 12, 13], [21, 22, 23, 24, 25]]
-    ids = torch.tensor([prompts[0] + [t] for t in (30, 31, 30)] + [prompts[1] + [t] for t in (40, 41, 42)])
+    ids = torch.tensor([prompts[0] + [t] for t in (30, 31, 30)] + [prompts[1] + [t] for t in (40, 41, 42)],
+                       device=model.device)
     mask = (ids != pad).long()
     calls = {"n": 0}
     forward = model.forward
