@@ -132,3 +132,25 @@ def test_hf_generation_calls_generate_on_the_unwrapped_policy():
     assert "prompt_completion_ids = unwrapped_model.generate(" in generate
     assert "unwrapped_model = accelerator.unwrap_model(model)" in inspect.getsource(utils._unwrap_model_for_generation)
     assert "_unwrap_model_for_generation(" in inspect.getsource(utils.unwrap_model_for_generation)
+
+
+def test_the_trainer_builds_its_optimizer_from_optimizer_cls_and_kwargs():
+    """trainer.make_trainer sets `optimizer_cls_and_kwargs` after construction (`grpo.optimizer_state: per_role`):
+    `create_optimizer` reads the attribute when it builds the optimizer, and `get_optimizer_cls_and_kwargs` gives
+    the class and arguments the training arguments name."""
+    from transformers import Trainer
+
+    create = inspect.getsource(Trainer.create_optimizer)
+    assert "optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs" in create
+    assert list(inspect.signature(Trainer.get_optimizer_cls_and_kwargs).parameters)[:2] == ["args", "model"]
+
+
+def test_per_token_log_probabilities_have_the_signature_share_prompt_passes_replaces():
+    """label_draws.share_prompt_passes replaces `_get_per_token_logps_and_entropies` on the trainer: TRL calls it on
+    `self` for the loss, the reference model and the old policy, and returns (logps, entropies, aux_loss)."""
+    params = list(inspect.signature(GRPOTrainer._get_per_token_logps_and_entropies).parameters)
+    assert params[:8] == ["self", "model", "input_ids", "attention_mask", "logits_to_keep", "batch_size",
+                          "compute_entropy", "compute_aux_loss"]
+    source = inspect.getsource(GRPOTrainer)
+    assert source.count("self._get_per_token_logps_and_entropies(") >= 3
+    assert "return logps, entropies, aux_loss" in inspect.getsource(GRPOTrainer._get_per_token_logps_and_entropies)

@@ -226,7 +226,7 @@ def make_trainer(recipe: Recipe, layout: BatchLayout, dataset: Dataset, rewards:
             raise located(recipe, "grpo.optimizer_state", "one optimizer state per role is not supported under "
                           "DeepSpeed or FSDP (they build and checkpoint the optimizer themselves): set "
                           "grpo.optimizer_state: shared")
-        trainer.optimizer_cls_and_kwargs = role_state_optimizer(trainer.args, trainer.model)  # contract test
+        trainer.optimizer_cls_and_kwargs = role_state_optimizer(trainer.args, trainer.model)  # contract-tested
     if recipe.generation.backend == "hf":
         fast_generate(trainer.model)  # TRL generates with `trainer.model.generate` (contract test)
     share_prompt_passes(trainer)  # one-token completions (a referee step's labels): one pass per prompt
