@@ -35,7 +35,7 @@ from urpo_kit.kinds.base import LogMetric
 
 # (title, record kind, metric-name suffix, file): one PNG per curve family, only metrics on one scale per plot
 PLOTS = (
-    ("Held-out accuracy: player and referee (each benchmark as its suite reads it)", "heldout", "/accuracy", "heldout.png"),
+    ("Held-out accuracy: player and referee, as each suite reads them", "heldout", "/accuracy", "heldout.png"),
     ("Training reward per task", "train", "/reward_mean", "reward.png"),
     ("Training accuracy (verifier / referee vs gold)", "train", "/accuracy", "accuracy.png"),
     ("Referee parse rate", "train", "/parse_rate", "parse_rate.png"),
